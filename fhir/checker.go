@@ -1,0 +1,441 @@
+package fhir
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Policy says what happens to an invalid resource (--on-invalid).
+type Policy uint8
+
+const (
+	// PolicyFail stops the export at the first invalid resource: Checker
+	// methods return a *FindingsError (wrapping ErrBadInput).
+	PolicyFail Policy = iota
+	// PolicySkip leaves invalid resources out and counts them.
+	PolicySkip
+	// PolicyQuarantine leaves them out of the export and hands them to the
+	// caller for a quarantine area; they are counted.
+	PolicyQuarantine
+)
+
+// ParsePolicy parses "fail", "skip" or "quarantine".
+func ParsePolicy(s string) (Policy, error) {
+	switch s {
+	case "fail", "":
+		return PolicyFail, nil
+	case "skip":
+		return PolicySkip, nil
+	case "quarantine":
+		return PolicyQuarantine, nil
+	}
+	return 0, fmt.Errorf("%w: --on-invalid must be fail, skip or quarantine, not %q", ErrBadInput, s)
+}
+
+func (p Policy) String() string { return [...]string{"fail", "skip", "quarantine"}[p] }
+
+// Action tells the exporter what to do with an item.
+type Action uint8
+
+const (
+	// Write the item: Item.Raw, or Bundle.WriteTo for a Bundle kept whole,
+	// followed by a newline.
+	Write Action = iota
+	// Duplicate: identical content was already written under the same
+	// Type/id; write nothing (it is counted).
+	Duplicate
+	// Skip: invalid under PolicySkip; write nothing.
+	Skip
+	// Quarantine: invalid under PolicyQuarantine; write the item to the
+	// quarantine area instead (Item.Raw, or the Bundle's file).
+	Quarantine
+)
+
+// Stats counts what the Checker saw. Every item ends in exactly one of
+// Written, Duplicates, Skipped or Quarantined.
+type Stats struct {
+	Items, Written, Duplicates, Skipped, Quarantined int64
+	Bundles, BundleEntries                           int64 // Bundles kept whole and their entries
+	ByType                                           map[string]int64
+	Findings                                         map[Code]int64
+	ExternalRefs                                     int64 // absolute URLs that are no Bundle fullUrl: not checked
+	ConditionalRefs                                  int64 // Type?query references: resolved by a server, not here
+}
+
+// CheckerOptions configures a Checker.
+type CheckerOptions struct {
+	Policy    Policy
+	Validator *Validator // nil: NewValidator(ValidatorOptions{})
+	// Report receives every finding in input order (unresolved references
+	// at Finish). Nil drops them; they are still counted in Stats.
+	Report func(Finding)
+}
+
+// Checker applies validation, duplicate detection, reference resolution
+// and the policy across one export. Feed it every item of a Walker in order
+// with Item, then call Finish once. It is not safe for concurrent use.
+//
+// Memory: per distinct top-level Type/id 16 bytes of key hash plus 16 bytes
+// of content hash and 8 bytes of position (about 60 bytes with map
+// overhead); per referenced target still unresolved, the reference text and
+// path of its first use. A 1M-resource export stays near 60-80 MB.
+type Checker struct {
+	opts  CheckerOptions
+	v     *Validator
+	stats Stats
+	files []string
+	fileN map[string]uint32
+
+	ids     map[[16]byte]idRec
+	pending map[[16]byte]*pendingRef
+}
+
+type idRec struct {
+	sum  [16]byte // content hash; zero for Bundle entries (no duplicate check)
+	file uint32
+	at   uint32 // line or entry
+	kind uint8  // idTop or idEntry
+}
+
+const (
+	idTop uint8 = iota + 1
+	idEntry
+)
+
+type pendingRef struct {
+	ref   string
+	path  string
+	pos   Position
+	count int
+}
+
+// NewChecker returns a Checker.
+func NewChecker(o CheckerOptions) *Checker {
+	v := o.Validator
+	if v == nil {
+		v = NewValidator(ValidatorOptions{})
+	}
+	return &Checker{opts: o, v: v, fileN: map[string]uint32{},
+		ids: map[[16]byte]idRec{}, pending: map[[16]byte]*pendingRef{},
+		stats: Stats{ByType: map[string]int64{}, Findings: map[Code]int64{}}}
+}
+
+// Stats returns the counters so far.
+func (c *Checker) Stats() Stats { return c.stats }
+
+func (c *Checker) report(f Finding) {
+	c.stats.Findings[f.Code]++
+	if c.opts.Report != nil {
+		c.opts.Report(f)
+	}
+}
+
+func keyHash(typeID string) [16]byte {
+	s := sha256.Sum256([]byte(typeID))
+	var k [16]byte
+	copy(k[:], s[:16])
+	return k
+}
+
+func (c *Checker) fileIndex(name string) uint32 {
+	if i, ok := c.fileN[name]; ok {
+		return i
+	}
+	i := uint32(len(c.files))
+	c.files = append(c.files, name)
+	c.fileN[name] = i
+	return i
+}
+
+func (c *Checker) posOf(r idRec) Position {
+	p := Position{File: c.files[r.file], Entry: -1}
+	if r.kind == idEntry || r.at&(1<<31) != 0 {
+		p.Entry = int(r.at &^ (1 << 31))
+	} else {
+		p.Line = int64(r.at)
+	}
+	return p
+}
+
+func packAt(p Position) uint32 {
+	if p.Entry >= 0 {
+		return uint32(p.Entry) | 1<<31
+	}
+	return uint32(p.Line)
+}
+
+// decide applies the policy to an invalid item.
+func (c *Checker) decide(findings []Finding) (Action, error) {
+	switch c.opts.Policy {
+	case PolicySkip:
+		c.stats.Skipped++
+		return Skip, nil
+	case PolicyQuarantine:
+		c.stats.Quarantined++
+		return Quarantine, nil
+	}
+	var errs []Finding
+	for _, f := range findings {
+		if f.Severity >= Error {
+			errs = append(errs, f)
+		}
+	}
+	return Skip, &FindingsError{Findings: errs}
+}
+
+// Item checks one item from a Walker and says what to do with it. Under
+// PolicyFail an invalid item returns a *FindingsError (wrapping
+// ErrBadInput) and the export should stop. For a Bundle kept whole, Item
+// streams its entries (Bundle.Entries) and validates each; the caller
+// then writes it with Bundle.WriteTo if the action is Write.
+func (c *Checker) Item(it *Item) (Action, error) {
+	c.stats.Items++
+	switch it.Kind {
+	case KindInvalid:
+		f := Finding{Severity: Error, Code: CodeInvalidJSON, Pos: it.Pos, Msg: it.Err.Error()}
+		c.report(f)
+		return c.decide([]Finding{f})
+	case KindBundle:
+		return c.bundle(it)
+	}
+	res := c.v.Check(it.Raw, it.Pos, CheckContext{})
+	for _, f := range res.Findings {
+		c.report(f)
+	}
+	if !res.Valid() {
+		return c.decide(res.Findings)
+	}
+	typeID := res.Type + "/" + res.ID
+	k := keyHash(typeID)
+	sum := sha256.Sum256(it.Raw)
+	var s16 [16]byte
+	copy(s16[:], sum[:16])
+	if prev, ok := c.ids[k]; ok && prev.kind == idTop {
+		if prev.sum == s16 {
+			c.stats.Duplicates++
+			c.report(Finding{Severity: Info, Code: CodeDuplicateSame, Pos: it.Pos, Path: res.Type + ".id",
+				Msg: fmt.Sprintf("%s also at %s with identical content; stored once", typeID, c.posOf(prev))})
+			return Duplicate, nil
+		}
+		f := Finding{Severity: Error, Code: CodeDuplicate, Pos: it.Pos, Path: res.Type + ".id",
+			Msg: fmt.Sprintf("%s also at %s with different content; keep one version (the first was exported)", typeID, c.posOf(prev))}
+		c.report(f)
+		return c.decide([]Finding{f})
+	}
+	c.ids[k] = idRec{sum: s16, file: c.fileIndex(it.Pos.File), at: packAt(it.Pos), kind: idTop}
+	delete(c.pending, k)
+	splitEntry := it.Pos.Entry >= 0
+	for _, r := range res.refs {
+		c.addRef(r, it.Pos, nil, splitEntry)
+	}
+	c.stats.Written++
+	c.stats.ByType[res.Type]++
+	return Write, nil
+}
+
+// addRef records a reference for resolution at Finish. fullURLs is the
+// set of fullUrls of the enclosing Bundle kept whole, if any.
+func (c *Checker) addRef(r refSite, pos Position, fullURLs map[[16]byte]bool, splitEntry bool) {
+	kind, key := parseRef(r.ref)
+	switch kind {
+	case refTypeID:
+		k := keyHash(key)
+		if _, ok := c.ids[k]; ok {
+			return
+		}
+		if p, ok := c.pending[k]; ok {
+			p.count++
+			return
+		}
+		c.pending[k] = &pendingRef{ref: r.ref, path: r.path, pos: pos, count: 1}
+	case refURN, refAbsolute:
+		if fullURLs != nil && fullURLs[keyHash(r.ref)] {
+			return
+		}
+		if kind == refAbsolute {
+			c.stats.ExternalRefs++
+			return
+		}
+		if splitEntry {
+			return // reported by the walker as split-lost-link
+		}
+		c.report(Finding{Severity: Error, Code: CodeDanglingRef, Pos: pos, Path: r.path,
+			Msg: fmt.Sprintf("reference %q matches no fullUrl in its Bundle", r.ref)})
+	case refConditional:
+		c.stats.ConditionalRefs++
+	}
+}
+
+// absoluteTypeID extracts Type/id from an absolute RESTful URL.
+func absoluteTypeID(u string) (string, bool) {
+	parts := strings.Split(u, "/")
+	if len(parts) >= 2 {
+		t, id := parts[len(parts)-2], parts[len(parts)-1]
+		if _, ok := r4Elements[t]; ok && validID(id) {
+			return t + "/" + id, true
+		}
+	}
+	return "", false
+}
+
+func (c *Checker) bundle(it *Item) (Action, error) {
+	b := it.Bundle
+	c.stats.Bundles++
+	var (
+		findings []Finding
+		invalid  bool
+		fullURLs = map[[16]byte]bool{}
+		entryIDs [][16]byte
+		refs     []struct {
+			r   refSite
+			pos Position
+		}
+		entries int64
+	)
+	idOptional := b.Type == "transaction" || b.Type == "batch" || b.Type == "transaction-response" ||
+		b.Type == "batch-response" || b.Type == "history"
+	err := b.Entries(func(e *Entry) error {
+		entries++
+		pos := b.Pos
+		pos.Entry = e.Index
+		if e.FullURL != "" {
+			fullURLs[keyHash(e.FullURL)] = true
+		}
+		if e.Resource == nil {
+			return nil // a request-only or response-only entry
+		}
+		res := c.v.Check(e.Resource, pos, CheckContext{PathPrefix: fmt.Sprintf("Bundle.entry[%d].resource", e.Index),
+			IDOptional: idOptional || e.Method == "POST" || strings.HasPrefix(e.FullURL, "urn:")})
+		for _, f := range res.Findings {
+			c.report(f)
+			if f.Severity >= Error {
+				if c.opts.Policy == PolicyFail {
+					return &FindingsError{Findings: []Finding{f}}
+				}
+				invalid = true
+				findings = append(findings, f)
+			}
+		}
+		if res.ID != "" {
+			entryIDs = append(entryIDs, keyHash(res.Type+"/"+res.ID))
+		}
+		if strings.HasPrefix(e.FullURL, "http") {
+			if tid, ok := absoluteTypeID(e.FullURL); ok {
+				entryIDs = append(entryIDs, keyHash(tid))
+			}
+		}
+		for _, r := range res.refs {
+			refs = append(refs, struct {
+				r   refSite
+				pos Position
+			}{r, pos})
+		}
+		return nil
+	})
+	if err != nil {
+		if fe, ok := err.(*FindingsError); ok {
+			return Skip, fe
+		}
+		f := Finding{Severity: Error, Code: CodeInvalidJSON, Pos: b.Pos, Path: "Bundle", Msg: err.Error()}
+		c.report(f)
+		return c.decide([]Finding{f})
+	}
+	if b.Type == "" {
+		f := Finding{Severity: Error, Code: CodeBundleType, Pos: b.Pos, Path: "Bundle.type", Msg: "Bundle has no type"}
+		c.report(f)
+		findings = append(findings, f)
+		invalid = true
+	}
+	for _, r := range refs {
+		if kind, _ := parseRef(r.r.ref); kind == refURN && !fullURLs[keyHash(r.r.ref)] {
+			f := Finding{Severity: Error, Code: CodeDanglingRef, Pos: r.pos, Path: r.r.path,
+				Msg: fmt.Sprintf("reference %q matches no fullUrl in this Bundle", r.r.ref)}
+			c.report(f)
+			if c.opts.Policy == PolicyFail {
+				return Skip, &FindingsError{Findings: []Finding{f}}
+			}
+			findings = append(findings, f)
+			invalid = true
+		}
+	}
+	if invalid {
+		return c.decide(findings)
+	}
+	if b.ID != "" {
+		k := keyHash("Bundle/" + b.ID)
+		var sum [16]byte
+		copy(sum[:], b.digest)
+		if prev, ok := c.ids[k]; ok && prev.kind == idTop {
+			if prev.sum == sum {
+				c.stats.Duplicates++
+				c.report(Finding{Severity: Info, Code: CodeDuplicateSame, Pos: b.Pos, Path: "Bundle.id",
+					Msg: fmt.Sprintf("Bundle/%s also at %s with identical content; stored once", b.ID, c.posOf(prev))})
+				return Duplicate, nil
+			}
+			f := Finding{Severity: Error, Code: CodeDuplicate, Pos: b.Pos, Path: "Bundle.id",
+				Msg: fmt.Sprintf("Bundle/%s also at %s with different content", b.ID, c.posOf(prev))}
+			c.report(f)
+			return c.decide([]Finding{f})
+		}
+		c.ids[k] = idRec{sum: sum, file: c.fileIndex(b.Pos.File), at: packAt(b.Pos), kind: idTop}
+		delete(c.pending, k)
+	}
+	fi := c.fileIndex(b.Pos.File)
+	for i, k := range entryIDs {
+		if _, ok := c.ids[k]; !ok {
+			c.ids[k] = idRec{file: fi, at: uint32(i) | 1<<31, kind: idEntry}
+		}
+		delete(c.pending, k)
+	}
+	for _, r := range refs {
+		c.addRef(r.r, r.pos, fullURLs, false)
+	}
+	c.stats.BundleEntries += entries
+	c.stats.Written++
+	c.stats.ByType["Bundle"]++
+	return Write, nil
+}
+
+// Finish resolves the references still pending against every id seen, and
+// reports each unresolved target once (with the number of references to
+// it). Under PolicyFail it returns a *FindingsError if any is unresolved:
+// the export is incomplete. Under skip and quarantine the findings are
+// reported and counted only (the resources were already written).
+func (c *Checker) Finish() error {
+	var unresolved []*pendingRef
+	for k, p := range c.pending {
+		if _, ok := c.ids[k]; !ok {
+			unresolved = append(unresolved, p)
+		}
+	}
+	sort.Slice(unresolved, func(i, j int) bool {
+		a, b := unresolved[i], unresolved[j]
+		if a.pos.File != b.pos.File {
+			return a.pos.File < b.pos.File
+		}
+		if a.pos.Line != b.pos.Line {
+			return a.pos.Line < b.pos.Line
+		}
+		if a.pos.Entry != b.pos.Entry {
+			return a.pos.Entry < b.pos.Entry
+		}
+		return a.path < b.path
+	})
+	var errs []Finding
+	for _, p := range unresolved {
+		msg := fmt.Sprintf("reference %q resolves to no resource in the export", p.ref)
+		if p.count > 1 {
+			msg += fmt.Sprintf(" (%d references to it; this is the first)", p.count)
+		}
+		f := Finding{Severity: Error, Code: CodeDanglingRef, Pos: p.pos, Path: p.path, Msg: msg}
+		c.report(f)
+		errs = append(errs, f)
+	}
+	c.pending = map[[16]byte]*pendingRef{}
+	if len(errs) > 0 && c.opts.Policy == PolicyFail {
+		return &FindingsError{Findings: errs}
+	}
+	return nil
+}
