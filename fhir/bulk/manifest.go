@@ -229,7 +229,9 @@ func ParseManifest(src string, data []byte) (*Manifest, error) {
 }
 
 // MarshalJSON writes the manifest in the wire form of its Version: STU4
-// manifests carry `outcome`, STU3 ones `error`.
+// manifests carry `outcome`, STU3 ones `error`. Extensions are written as
+// parsed (compacted, without HTML escaping); note that json.Marshal of a
+// Manifest escapes <, > and & again, which is the same JSON.
 func (m *Manifest) MarshalJSON() ([]byte, error) {
 	conv := func(in []File) []wireFile {
 		var out []wireFile
@@ -265,7 +267,13 @@ func (m *Manifest) MarshalJSON() ([]byte, error) {
 	for _, l := range m.Links {
 		w.Link = append(w.Link, wireLink(l))
 	}
-	return json.Marshal(w)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(w); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 func continuationWarnings(m *Manifest) []string {

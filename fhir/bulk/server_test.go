@@ -130,6 +130,7 @@ type specServer struct {
 	breakFirst     map[string]bool
 	pages          int // >1 splits outputs across pages linked with next
 	manifestBody   []byte
+	extra          http.HandlerFunc // serves paths no other route takes
 	files          []srvFile
 	tokenClientID  string
 	tokenPub       crypto.PublicKey
@@ -219,6 +220,8 @@ func (s *specServer) serve(w http.ResponseWriter, r *http.Request) {
 		s.serveStatus(w, r)
 	case strings.HasPrefix(p, "/files/"):
 		s.serveFile(w, r, strings.TrimPrefix(p, "/files/"))
+	case s.extra != nil:
+		s.extra(w, r)
 	default:
 		http.NotFound(w, r)
 	}
