@@ -200,7 +200,12 @@ func (c *Checker) Item(it *Item) (Action, error) {
 	case KindBundle:
 		return c.bundle(it)
 	}
-	res := c.v.Check(it.Raw, it.Pos, CheckContext{})
+	return c.commit(it, c.v.Check(it.Raw, it.Pos, CheckContext{}))
+}
+
+// commit applies the export-wide checks and the policy to a resource whose
+// Validator result is known.
+func (c *Checker) commit(it *Item, res *Result) (Action, error) {
 	for _, f := range res.Findings {
 		c.report(f)
 	}

@@ -115,3 +115,51 @@ func TestBundleURNResolution(t *testing.T) {
 		t.Fatalf("split: %v %v", err, kept)
 	}
 }
+
+func TestRunMatchesLoop(t *testing.T) {
+	lines := []string{pat, `{"resourceType":"Patient"}`, pat, "{bad", `{"resourceType":"Observation","id":"o1","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p1"}}`}
+	var many []string
+	for i := 0; i < 200; i++ {
+		many = append(many, lines...)
+	}
+	p := writeFile(t, t.TempDir(), "in.ndjson", []byte(strings.Join(many, "\n")))
+	run := func(parallel bool) ([]Action, Stats) {
+		w, _ := NewWalker([]string{p}, WalkOptions{})
+		c := NewChecker(CheckerOptions{Policy: PolicyQuarantine})
+		var acts []Action
+		if parallel {
+			if err := c.Run(w, 2, func(it *Item, a Action) error { acts = append(acts, a); return nil }); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			for {
+				it, err := w.Next()
+				if err != nil {
+					break
+				}
+				a, err := c.Item(it)
+				if err != nil {
+					t.Fatal(err)
+				}
+				acts = append(acts, a)
+			}
+		}
+		c.Finish()
+		return acts, c.Stats()
+	}
+	a1, s1 := run(false)
+	a2, s2 := run(true)
+	if len(a1) != len(a2) || s1.Written != s2.Written || s1.Quarantined != s2.Quarantined || s1.Duplicates != s2.Duplicates {
+		t.Fatalf("loop %d %+v, run %d %+v", len(a1), s1, len(a2), s2)
+	}
+	for i := range a1 {
+		if a1[i] != a2[i] {
+			t.Fatalf("item %d: %v vs %v", i, a1[i], a2[i])
+		}
+	}
+	// Under fail, Run stops with ErrBadInput.
+	w, _ := NewWalker([]string{p}, WalkOptions{})
+	if err := NewChecker(CheckerOptions{}).Run(w, 2, func(*Item, Action) error { return nil }); !errors.Is(err, ErrBadInput) {
+		t.Fatalf("fail policy: %v", err)
+	}
+}
