@@ -1,0 +1,102 @@
+package crypto_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	ehrcrypto "github.com/ehrport/ehrport/crypto"
+	"github.com/ehrport/ehrport/crypto/internal/format"
+)
+
+func TestRewrapKeepsPayload(t *testing.T) {
+	a, b := newTestKeys(t), newTestKeys(t)
+	pt := pattern(int(boundary(1)) + 10)
+	obj := encrypt(t, pt, []ehrcrypto.Recipient{a.recipient(t), a.escrow(t)}, bind)
+	aID := a.recipient(t).(*ehrcrypto.KeysetRecipient).KeyID()
+	nh, off, err := ehrcrypto.Rewrap(bytes.NewReader(obj), a.identities(t)[:1], ehrcrypto.RewrapChange{
+		Keep: func(s *ehrcrypto.Stanza) bool { return !(s.Type == ehrcrypto.StanzaTinkAEAD && s.KeyID == aID) },
+		Add:  []ehrcrypto.Recipient{b.recipient(t)},
+	})
+	must(t, err)
+	re := append(bytes.Clone(nh), obj[off:]...)
+	oh, _, opay := split(t, obj)
+	rh, _, rpay := split(t, re)
+	if !bytes.Equal(opay, rpay) || oh.Commitment != rh.Commitment {
+		t.Fatal("rewrap changed the payload or the commitment")
+	}
+	if got, err := decryptFile(t, re, b.identities(t), bind); err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("new key: %v", err)
+	}
+	if got, err := decryptFile(t, re, a.identities(t)[1:], bind); err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("kept escrow: %v", err)
+	}
+	if _, err := decryptFile(t, re, a.identities(t)[:1], bind); !errors.Is(err, ehrcrypto.ErrNoMatchingKey) {
+		t.Fatalf("removed key: %v", err)
+	}
+	// Rewrap to nobody, or with the wrong key, is refused.
+	if _, _, err := ehrcrypto.Rewrap(bytes.NewReader(obj), a.identities(t), ehrcrypto.RewrapChange{Keep: func(*ehrcrypto.Stanza) bool { return false }}); !errors.Is(err, ehrcrypto.ErrPolicy) {
+		t.Fatalf("empty rewrap: %v", err)
+	}
+	if _, _, err := ehrcrypto.Rewrap(bytes.NewReader(obj), b.identities(t), ehrcrypto.RewrapChange{}); !errors.Is(err, ehrcrypto.ErrNoMatchingKey) {
+		t.Fatalf("rewrap with foreign key: %v", err)
+	}
+	// Adding a recipient already present is a duplicate.
+	if _, _, err := ehrcrypto.Rewrap(bytes.NewReader(obj), a.identities(t), ehrcrypto.RewrapChange{Add: []ehrcrypto.Recipient{a.recipient(t)}}); !errors.Is(err, ehrcrypto.ErrPolicy) {
+		t.Fatalf("duplicate: %v", err)
+	}
+}
+
+func TestRekeyAndFiles(t *testing.T) {
+	a, b := newTestKeys(t), newTestKeys(t)
+	dir := t.TempDir()
+	pt := pattern(70000)
+	in := filepath.Join(dir, "in")
+	os.WriteFile(in, pt, 0o600)
+	f, _ := os.Open(in)
+	_, err := ehrcrypto.EncryptFile(filepath.Join(dir, "ct"), f, []ehrcrypto.Recipient{a.recipient(t)}, bind)
+	f.Close()
+	must(t, err)
+	ct, _ := os.ReadFile(filepath.Join(dir, "ct"))
+	f, _ = os.Open(filepath.Join(dir, "ct"))
+	must(t, ehrcrypto.RekeyFile(filepath.Join(dir, "rk"), f, a.identities(t), bind, []ehrcrypto.Recipient{b.recipient(t)}))
+	f.Close()
+	rk, _ := os.ReadFile(filepath.Join(dir, "rk"))
+	_, _, p1 := split(t, ct)
+	_, _, p2 := split(t, rk)
+	if bytes.Equal(p1[:64], p2[:64]) {
+		t.Fatal("rekey kept the payload")
+	}
+	if got, err := decryptFile(t, rk, b.identities(t), bind); err != nil || !bytes.Equal(got, pt) {
+		t.Fatal(err)
+	}
+	must(t, ehrcrypto.RewrapFile(filepath.Join(dir, "rw"), filepath.Join(dir, "ct"), a.identities(t), ehrcrypto.RewrapChange{Add: []ehrcrypto.Recipient{b.recipient(t)}}))
+	rw, _ := os.ReadFile(filepath.Join(dir, "rw"))
+	if got, err := decryptFile(t, rw, b.identities(t), bind); err != nil || !bytes.Equal(got, pt) {
+		t.Fatal(err)
+	}
+	// A failing rekey leaves nothing.
+	f, _ = os.Open(filepath.Join(dir, "ct"))
+	err = ehrcrypto.RekeyFile(filepath.Join(dir, "bad"), f, b.identities(t), bind, []ehrcrypto.Recipient{b.recipient(t)})
+	f.Close()
+	if _, serr := os.Stat(filepath.Join(dir, "bad")); err == nil || serr == nil {
+		t.Fatal("failed rekey left output")
+	}
+}
+
+func TestInspect(t *testing.T) {
+	k := newTestKeys(t)
+	obj := encrypt(t, pattern(int(boundary(2))+1), []ehrcrypto.Recipient{k.recipient(t), k.escrow(t)}, bind)
+	rep, err := ehrcrypto.Inspect(bytes.NewReader(obj), int64(len(obj)))
+	must(t, err)
+	if !rep.Consistent || rep.Segments != 3 || rep.PlaintextLen != boundary(2)+1 || len(rep.Header.Stanzas) != 2 || rep.Header.Binding != bind {
+		t.Fatalf("%+v", rep)
+	}
+	rep, err = ehrcrypto.Inspect(bytes.NewReader(obj), rep.HeaderLen+format.SegmentSize+10)
+	must(t, err)
+	if rep.Consistent {
+		t.Fatal("truncated length reported consistent")
+	}
+}
