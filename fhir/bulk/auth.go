@@ -199,7 +199,7 @@ func (b *BackendServices) fetch(ctx context.Context) (string, time.Duration, err
 		}
 		_ = json.Unmarshal(body, &oe)
 		e := &ServerError{Op: "token", URL: redact(b.cfg.TokenURL), StatusCode: resp.StatusCode,
-			Diagnostics: strings.TrimSpace(oe.Error + " " + oe.Description), class: ErrUnauthorized}
+			Diagnostics: sanitize(oe.Error + " " + oe.Description), class: ErrUnauthorized}
 		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
 			e.class = nil
 			e.Transient = true

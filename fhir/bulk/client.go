@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Level is where the export is kicked off.
@@ -136,6 +137,10 @@ type Options struct {
 	StrictCounts bool
 	// Events, when set, receives progress and retry events.
 	Events func(Event)
+	// TokenHosts lists further hosts (host or host:port) that may receive
+	// the bearer token on file downloads when a manifest requires it. By
+	// default only the BaseURL's host does.
+	TokenHosts []string
 	// UserAgent is sent on every request (default "ehrport-bulk").
 	UserAgent string
 }
@@ -145,6 +150,7 @@ type Options struct {
 type Client struct {
 	o    Options
 	base *url.URL
+	hc   *http.Client // a copy of o.HTTPClient with our redirect policy
 }
 
 // New checks the options and fills in defaults.
@@ -187,7 +193,11 @@ func New(o Options) (*Client, error) {
 	if o.UserAgent == "" {
 		o.UserAgent = "ehrport-bulk"
 	}
-	return &Client{o: o, base: base}, nil
+	hc := *o.HTTPClient
+	if hc.CheckRedirect == nil {
+		hc.CheckRedirect = checkRedirect
+	}
+	return &Client{o: o, base: base, hc: &hc}, nil
 }
 
 // KickoffURL returns the URL a GET kick-off of req would use. It is what
@@ -372,7 +382,7 @@ func (c *Client) poll(ctx context.Context, statusURL string, deadline time.Time)
 				wait = c.o.PollInterval
 			}
 			wait = max(wait, c.o.MinPollInterval)
-			c.event(Event{Op: "poll", URL: redact(statusURL), Status: resp.StatusCode, Progress: resp.Header.Get("X-Progress"), Wait: wait})
+			c.event(Event{Op: "poll", URL: redact(statusURL), Status: resp.StatusCode, Progress: sanitize(resp.Header.Get("X-Progress")), Wait: wait})
 			drain(resp)
 			if err := c.sleep(ctx, wait, deadline, "poll", statusURL); err != nil {
 				return nil, time.Time{}, err
@@ -458,12 +468,9 @@ func (c *Client) exchange(ctx context.Context, k call, deadline time.Time, ok fu
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
+			var re *retryableError
 			var se *ServerError
-			if errors.As(err, &se) && !se.Transient {
-				return nil, err
-			}
-			var ue *unsafeTokenError
-			if errors.As(err, &ue) {
+			if !errors.As(err, &re) && !(errors.As(err, &se) && se.Transient) {
 				return nil, err
 			}
 			last = err
@@ -506,12 +513,9 @@ func (c *Client) serverError(k call, resp *http.Response) *ServerError {
 	drain(resp)
 	se := &ServerError{Op: k.op, URL: redact(k.url), StatusCode: resp.StatusCode}
 	if o, ok := ParseOutcome(body); ok {
-		se.Diagnostics, se.Transient, se.hasOutcome = o.Diagnostics, o.Transient, true
-	} else if s := strings.TrimSpace(string(body)); s != "" && !bytes.ContainsAny(body[:min(len(body), 200)], "\x00") {
-		if len(s) > 200 {
-			s = s[:200] + "…"
-		}
-		se.Diagnostics = s
+		se.Diagnostics, se.Transient, se.hasOutcome = sanitize(o.Diagnostics), o.Transient, true
+	} else if !bytes.ContainsAny(body[:min(len(body), 512)], "\x00") {
+		se.Diagnostics = sanitize(string(body))
 	}
 	switch {
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
@@ -524,10 +528,49 @@ func (c *Client) serverError(k call, resp *http.Response) *ServerError {
 	return se
 }
 
-type unsafeTokenError struct{ host string }
+// retryableError marks a failure worth another attempt: the connection
+// failed, or the token source failed without a verdict (no ServerError).
+type retryableError struct{ err error }
 
-func (e *unsafeTokenError) Error() string {
-	return fmt.Sprintf("bulk: refusing to send the bearer token over plain http to %s (use https)", e.host)
+func (e *retryableError) Error() string { return e.err.Error() }
+func (e *retryableError) Unwrap() error { return e.err }
+
+// tokenHostAllowed refuses to send the token over plain http (except to
+// loopback), and, for file downloads, to hosts other than the FHIR
+// server's unless Options.TokenHosts lists them: a manifest must not be
+// able to send the token elsewhere.
+func (c *Client) tokenHostAllowed(k call, u *url.URL) error {
+	if !tokenAllowed(u) {
+		return fmt.Errorf("bulk: %s %s: refusing to send the bearer token over plain http (use https): %w", k.op, redact(k.url), ErrUnauthorized)
+	}
+	if k.op != "download" || strings.EqualFold(u.Host, c.base.Host) {
+		return nil
+	}
+	for _, h := range c.o.TokenHosts {
+		if strings.EqualFold(u.Host, h) {
+			return nil
+		}
+	}
+	return fmt.Errorf("bulk: download %s: the manifest asks for the bearer token on %s, not the FHIR server's host %s; list it in TokenHosts to allow: %w",
+		redact(k.url), u.Host, c.base.Host, ErrUnauthorized)
+}
+
+// redirectPolicyError is a redirect the client refused to follow.
+type redirectPolicyError struct{ msg string }
+
+func (e *redirectPolicyError) Error() string { return e.msg }
+
+// checkRedirect follows at most 10 redirects and never from https to
+// http while an Authorization header is set (net/http already drops it
+// on a change of host).
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return &redirectPolicyError{"stopped after 10 redirects"}
+	}
+	if req.Header.Get("Authorization") != "" && via[len(via)-1].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return &redirectPolicyError{fmt.Sprintf("refusing a redirect from https to %s with the bearer token", redact(req.URL.String()))}
+	}
+	return nil
 }
 
 // tokenAllowed: tokens travel over https, or over http only to loopback.
@@ -574,21 +617,31 @@ func (c *Client) send(ctx context.Context, k call) (*http.Response, error) {
 			if c.o.Auth == nil {
 				return nil, fmt.Errorf("bulk: %s %s needs an access token, but no token source is configured: %w", k.op, redact(k.url), ErrUnauthorized)
 			}
-			if !tokenAllowed(req.URL) {
-				return nil, &unsafeTokenError{host: req.URL.Host}
+			if err := c.tokenHostAllowed(k, req.URL); err != nil {
+				return nil, err
 			}
 			tok, err = c.o.Auth.Token(ctx)
 			if err != nil {
-				return nil, fmt.Errorf("bulk: %s %s: getting a token: %w", k.op, redact(k.url), err)
+				err = fmt.Errorf("bulk: %s %s: getting a token: %w", k.op, redact(k.url), err)
+				var se *ServerError
+				if !errors.As(err, &se) && ctx.Err() == nil {
+					err = &retryableError{err}
+				}
+				return nil, err
 			}
 			if tok == refused {
 				break // the source has nothing fresher; report the 401 below
 			}
 			req.Header.Set("Authorization", "Bearer "+tok)
 		}
-		resp, err := c.o.HTTPClient.Do(req)
+		resp, err := c.hc.Do(req)
 		if err != nil {
-			return nil, fmt.Errorf("bulk: %s %s: %w", k.op, redact(k.url), scrubURLError(err))
+			err = fmt.Errorf("bulk: %s %s: %w", k.op, redact(k.url), scrubURLError(err))
+			var rp *redirectPolicyError
+			if errors.As(err, &rp) {
+				return nil, err
+			}
+			return nil, &retryableError{err}
 		}
 		if resp.StatusCode != http.StatusUnauthorized || !k.auth || try == 1 {
 			return resp, nil
@@ -635,4 +688,25 @@ func readLimited(r io.Reader, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("larger than %d bytes (MaxManifestBytes): %w", limit, ErrLimit)
 	}
 	return b, nil
+}
+
+// sanitize makes server-supplied text safe to print: control characters
+// (terminal escapes, newlines) become spaces, runs of space collapse, and
+// the result is cut to 300 bytes.
+func sanitize(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == utf8.RuneError {
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 300 {
+		cut := 300
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	return s
 }

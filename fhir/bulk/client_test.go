@@ -481,8 +481,76 @@ func TestMissingTokenErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c2.Download(context.Background(), m, st, newMemSink(), nil); !errors.Is(err, ErrUnauthorized) {
+	if _, err := c2.Download(context.Background(), m, st, newMemSink(), nil); !errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrLimit) {
 		t.Fatalf("err = %v", err)
+	}
+	if len(s2.fileAuth) != 0 || len(s2.clock.Sleeps()) != 0 {
+		t.Errorf("a missing token source was retried: %v requests, sleeps %v", s2.fileAuth, s2.clock.Sleeps())
+	}
+}
+
+// TestTokenHosts: a manifest that requires the token must not be able to
+// send it to another host unless the caller allows that host.
+func TestTokenHosts(t *testing.T) {
+	const secret = "static-secret-token"
+	for _, allow := range []bool{false, true} {
+		s := newSpecServer(t)
+		s.requiresToken = true
+		s.validTokens[secret] = 0
+		other := strings.Replace(s.srv.URL, "127.0.0.1", "localhost", 1)
+		s.manifestBody = []byte(`{"transactionTime":"2026-01-01T00:00:00Z","requiresAccessToken":true,
+			"output":[{"type":"Patient","url":"` + other + `/files/Patient.ndjson","count":3}]}`)
+		c := s.client(t, func(o *Options) {
+			o.Auth = StaticToken(secret)
+			if allow {
+				o.TokenHosts = []string{strings.TrimPrefix(other, "http://")}
+			}
+		})
+		st, _ := c.Kickoff(context.Background(), Request{})
+		m, err := c.Wait(context.Background(), st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Download(context.Background(), m, st, newMemSink(), nil)
+		if allow {
+			if err != nil || len(s.fileAuth["Patient.ndjson"]) != 1 {
+				t.Fatalf("allowed host: %v", err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrUnauthorized) || !strings.Contains(err.Error(), "TokenHosts") || len(s.fileAuth) != 0 {
+			t.Fatalf("other host: err = %v, requests %v", err, s.fileAuth)
+		}
+	}
+}
+
+func TestCheckRedirect(t *testing.T) {
+	mk := func(raw string, auth bool) *http.Request {
+		r, _ := http.NewRequest("GET", raw, nil)
+		if auth {
+			r.Header.Set("Authorization", "Bearer x")
+		}
+		return r
+	}
+	if err := checkRedirect(mk("http://x.test/a", true), []*http.Request{mk("https://x.test/a", true)}); err == nil {
+		t.Error("https -> http with token followed")
+	}
+	if err := checkRedirect(mk("http://x.test/a", false), []*http.Request{mk("https://x.test/a", false)}); err != nil {
+		t.Errorf("https -> http without token refused: %v", err)
+	}
+	if err := checkRedirect(mk("https://x.test/a", true), slices.Repeat([]*http.Request{mk("https://x.test/a", true)}, 10)); err == nil {
+		t.Error("11th redirect followed")
+	}
+}
+
+func TestServerTextSanitized(t *testing.T) {
+	s := newSpecServer(t)
+	s.fatal = "bad\x1b[31m thing\nhappened " + strings.Repeat("x", 1000)
+	c := s.client(t, nil)
+	st, _ := c.Kickoff(context.Background(), Request{})
+	_, err := c.Wait(context.Background(), st)
+	if err == nil || strings.ContainsAny(err.Error(), "\x1b\n") || !strings.Contains(err.Error(), "bad [31m thing happened") || len(err.Error()) > 500 {
+		t.Fatalf("err = %q", err)
 	}
 }
 

@@ -186,7 +186,9 @@ func (s *specServer) client(t *testing.T, mod func(*Options)) *Client {
 func writeOutcome(w http.ResponseWriter, status int, code, diag string) {
 	w.Header().Set("Content-Type", "application/fhir+json")
 	w.WriteHeader(status)
-	fmt.Fprintf(w, `{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":%q,"diagnostics":%q}]}`, code, diag)
+	c, _ := json.Marshal(code)
+	d, _ := json.Marshal(diag)
+	fmt.Fprintf(w, `{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":%s,"diagnostics":%s}]}`, c, d)
 }
 
 // authorized checks and consumes one use of the bearer token.
