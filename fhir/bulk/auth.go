@@ -440,3 +440,47 @@ func jwkSigner(raw []byte) (crypto.Signer, string, error) {
 		return nil, "", fmt.Errorf("bulk: JWK %q has kty %q; want RSA or EC", k.Kid, k.Kty)
 	}
 }
+
+// SMARTConfiguration is the part of a server's
+// `.well-known/smart-configuration` that Backend Services needs.
+type SMARTConfiguration struct {
+	TokenEndpoint string   `json:"token_endpoint"`
+	SigningAlgs   []string `json:"token_endpoint_auth_signing_alg_values_supported"`
+	Capabilities  []string `json:"capabilities"`
+}
+
+// DiscoverSMART fetches [base]/.well-known/smart-configuration, so the
+// CLI needs only --from and the key to find the token endpoint. hc nil
+// means http.DefaultClient. The token endpoint must be an absolute
+// http(s) URL.
+func DiscoverSMART(ctx context.Context, hc *http.Client, baseURL string) (*SMARTConfiguration, error) {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	u := strings.TrimRight(baseURL, "/") + "/.well-known/smart-configuration"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("bulk: SMART discovery %s: %v", redact(u), err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("bulk: SMART discovery %s: %w", redact(u), scrubURLError(err))
+	}
+	defer resp.Body.Close()
+	body, err := readLimited(resp.Body, 1<<20)
+	if err != nil {
+		return nil, fmt.Errorf("bulk: SMART discovery %s: %w", redact(u), err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, &ServerError{Op: "discovery", URL: redact(u), StatusCode: resp.StatusCode, Diagnostics: sanitize(string(body))}
+	}
+	var sc SMARTConfiguration
+	if err := json.Unmarshal(body, &sc); err != nil {
+		return nil, fmt.Errorf("bulk: SMART discovery %s: not JSON: %v", redact(u), err)
+	}
+	if err := checkFileURL(sc.TokenEndpoint); err != nil {
+		return nil, fmt.Errorf("bulk: SMART discovery %s: token_endpoint: %v", redact(u), err)
+	}
+	return &sc, nil
+}

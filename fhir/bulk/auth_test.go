@@ -279,3 +279,14 @@ func TestStaticToken(t *testing.T) {
 		t.Fatal("empty token accepted")
 	}
 }
+
+func TestDiscoverSMART(t *testing.T) {
+	s := newSpecServer(t)
+	sc, err := DiscoverSMART(context.Background(), s.srv.Client(), s.base()+"/")
+	if err != nil || sc.TokenEndpoint != s.srv.URL+"/token" || len(sc.SigningAlgs) != 2 {
+		t.Fatalf("%+v, %v", sc, err)
+	}
+	if _, err := DiscoverSMART(context.Background(), s.srv.Client(), s.srv.URL+"/nothing"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("err = %v", err)
+	}
+}

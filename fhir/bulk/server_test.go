@@ -216,6 +216,9 @@ func (s *specServer) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case p == "/token":
 		s.serveToken(w, r)
+	case p == "/fhir/.well-known/smart-configuration":
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"token_endpoint":%q,"token_endpoint_auth_signing_alg_values_supported":["RS384","ES384"],"capabilities":["client-confidential-asymmetric"]}`, s.srv.URL+"/token")
 	case strings.HasSuffix(p, "/$export"):
 		s.serveKickoff(w, r)
 	case strings.HasPrefix(p, "/status/"):
