@@ -89,7 +89,19 @@ type Checker struct {
 	fileN map[string]uint32
 
 	ids     map[[16]byte]idRec
-	pending map[[16]byte]*pendingRef
+	pending map[[16]byte]pendingRef
+	paths   []string
+	pathN   map[string]uint32
+}
+
+func (c *Checker) pathIndex(p string) uint32 {
+	if i, ok := c.pathN[p]; ok {
+		return i
+	}
+	i := uint32(len(c.paths))
+	c.paths = append(c.paths, p)
+	c.pathN[p] = i
+	return i
 }
 
 type idRec struct {
@@ -104,11 +116,15 @@ const (
 	idEntry
 )
 
+// pendingRef is the first use of a referenced target not yet seen. It is
+// stored by value with the path interned, as there may be hundreds of
+// thousands while per-type NDJSON files arrive in alphabetical order.
 type pendingRef struct {
 	ref   string
-	path  string
-	pos   Position
-	count int
+	path  uint32 // index into Checker.paths
+	file  uint32
+	at    uint32
+	count uint32
 }
 
 // NewChecker returns a Checker.
@@ -118,7 +134,7 @@ func NewChecker(o CheckerOptions) *Checker {
 		v = NewValidator(ValidatorOptions{})
 	}
 	return &Checker{opts: o, v: v, fileN: map[string]uint32{},
-		ids: map[[16]byte]idRec{}, pending: map[[16]byte]*pendingRef{},
+		ids: map[[16]byte]idRec{}, pending: map[[16]byte]pendingRef{}, pathN: map[string]uint32{},
 		stats: Stats{ByType: map[string]int64{}, Findings: map[Code]int64{}}}
 }
 
@@ -252,9 +268,10 @@ func (c *Checker) addRef(r refSite, pos Position, fullURLs map[[16]byte]bool, sp
 		}
 		if p, ok := c.pending[k]; ok {
 			p.count++
+			c.pending[k] = p
 			return
 		}
-		c.pending[k] = &pendingRef{ref: r.ref, path: r.path, pos: pos, count: 1}
+		c.pending[k] = pendingRef{ref: r.ref, path: c.pathIndex(r.path), file: c.fileIndex(pos.File), at: packAt(pos), count: 1}
 	case refURN, refAbsolute:
 		if fullURLs != nil && fullURLs[keyHash(r.ref)] {
 			return
@@ -409,7 +426,7 @@ func (c *Checker) bundle(it *Item) (Action, error) {
 // the export is incomplete. Under skip and quarantine the findings are
 // reported and counted only (the resources were already written).
 func (c *Checker) Finish() error {
-	var unresolved []*pendingRef
+	var unresolved []pendingRef
 	for k, p := range c.pending {
 		if _, ok := c.ids[k]; !ok {
 			unresolved = append(unresolved, p)
@@ -417,16 +434,13 @@ func (c *Checker) Finish() error {
 	}
 	sort.Slice(unresolved, func(i, j int) bool {
 		a, b := unresolved[i], unresolved[j]
-		if a.pos.File != b.pos.File {
-			return a.pos.File < b.pos.File
+		if a.file != b.file {
+			return c.files[a.file] < c.files[b.file]
 		}
-		if a.pos.Line != b.pos.Line {
-			return a.pos.Line < b.pos.Line
+		if a.at != b.at {
+			return a.at < b.at
 		}
-		if a.pos.Entry != b.pos.Entry {
-			return a.pos.Entry < b.pos.Entry
-		}
-		return a.path < b.path
+		return c.paths[a.path] < c.paths[b.path]
 	})
 	var errs []Finding
 	for _, p := range unresolved {
@@ -434,11 +448,11 @@ func (c *Checker) Finish() error {
 		if p.count > 1 {
 			msg += fmt.Sprintf(" (%d references to it; this is the first)", p.count)
 		}
-		f := Finding{Severity: Error, Code: CodeDanglingRef, Pos: p.pos, Path: p.path, Msg: msg}
+		f := Finding{Severity: Error, Code: CodeDanglingRef, Pos: c.posOf(idRec{file: p.file, at: p.at}), Path: c.paths[p.path], Msg: msg}
 		c.report(f)
 		errs = append(errs, f)
 	}
-	c.pending = map[[16]byte]*pendingRef{}
+	c.pending = map[[16]byte]pendingRef{}
 	if len(errs) > 0 && c.opts.Policy == PolicyFail {
 		return &FindingsError{Findings: errs}
 	}
