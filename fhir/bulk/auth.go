@@ -177,6 +177,8 @@ func (b *BackendServices) fetch(ctx context.Context) (string, time.Duration, err
 		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
 		"client_assertion":      {assertion},
 	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, b.cfg.TokenURL, strings.NewReader(form.Encode()))
 	if err != nil {
 		return "", 0, fmt.Errorf("bulk: token request %s: %v", redact(b.cfg.TokenURL), err)

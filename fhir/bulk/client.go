@@ -128,6 +128,11 @@ type Options struct {
 	// MaxManifestPages caps the `link` next chain (default 1,000).
 	MaxManifestBytes int64
 	MaxManifestPages int
+	// RequestTimeout bounds the wait for response headers, and for
+	// non-download requests the whole exchange (default 1 min, real time).
+	// StallTimeout bounds the time between two pieces of a file download
+	// (default 2 min); a stalled download is restarted like a broken one.
+	RequestTimeout, StallTimeout time.Duration
 	// MaxFileBytes caps the decompressed size of one file; 0 means no cap.
 	MaxFileBytes int64
 	// StrictCounts makes Download fail with ErrCountMismatch when a file's
@@ -178,6 +183,8 @@ func New(o Options) (*Client, error) {
 	def(&o.MaxRetryAfter, 5*time.Minute)
 	def(&o.MaxWait, 24*time.Hour)
 	def(&o.MaxBackoff, time.Minute)
+	def(&o.RequestTimeout, time.Minute)
+	def(&o.StallTimeout, 2*time.Minute)
 	if o.MaxPolls <= 0 {
 		o.MaxPolls = 50_000
 	}
@@ -634,7 +641,7 @@ func (c *Client) send(ctx context.Context, k call) (*http.Response, error) {
 			}
 			req.Header.Set("Authorization", "Bearer "+tok)
 		}
-		resp, err := c.hc.Do(req)
+		resp, err := c.do(ctx, req, k.op == "download")
 		if err != nil {
 			err = fmt.Errorf("bulk: %s %s: %w", k.op, redact(k.url), scrubURLError(err))
 			var rp *redirectPolicyError
@@ -656,6 +663,65 @@ func (c *Client) send(ctx context.Context, k call) (*http.Response, error) {
 	}
 	return nil, &ServerError{Op: k.op, URL: redact(k.url), StatusCode: http.StatusUnauthorized,
 		Diagnostics: "the server refused the token and no fresher one is available", class: ErrUnauthorized}
+}
+
+var errNoResponse = errors.New("no response in time (RequestTimeout)")
+
+// do runs req under the timeouts: RequestTimeout until the response
+// headers arrive and, except for downloads, for the whole body too; for
+// downloads, StallTimeout between two reads that return data.
+func (c *Client) do(ctx context.Context, req *http.Request, download bool) (*http.Response, error) {
+	rctx, cancel := context.WithCancelCause(ctx)
+	timer := time.AfterFunc(c.o.RequestTimeout, func() { cancel(errNoResponse) })
+	resp, err := c.hc.Do(req.WithContext(rctx))
+	if err != nil {
+		timer.Stop()
+		if ctx.Err() == nil && context.Cause(rctx) == errNoResponse {
+			err = errNoResponse
+		}
+		cancel(nil)
+		return nil, err
+	}
+	tb := &timedBody{ReadCloser: resp.Body, ctx: rctx, cancel: cancel, timer: timer}
+	if download {
+		timer.Stop()
+		tb.stall = c.o.StallTimeout
+		tb.timer = time.AfterFunc(tb.stall, func() { cancel(errStalled) })
+	}
+	resp.Body = tb
+	return resp, nil
+}
+
+var errStalled = errors.New("download stalled (no data within StallTimeout)")
+
+// timedBody ends the request's context when closed, and resets the stall
+// timer whenever data arrives.
+type timedBody struct {
+	io.ReadCloser
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	timer  *time.Timer
+	stall  time.Duration
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 && b.stall > 0 {
+		b.timer.Reset(b.stall)
+	}
+	if err != nil && err != io.EOF {
+		if cause := context.Cause(b.ctx); cause == errStalled || cause == errNoResponse {
+			err = cause
+		}
+	}
+	return n, err
+}
+
+func (b *timedBody) Close() error {
+	b.timer.Stop()
+	err := b.ReadCloser.Close()
+	b.cancel(nil)
+	return err
 }
 
 func maps(dst, src http.Header) {
