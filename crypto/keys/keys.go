@@ -236,6 +236,16 @@ func (d *Dir) readFile(purpose string) (*file, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseFile(b, p, purpose)
+}
+
+// maxKeyFile bounds a key file; real ones are a few KiB.
+const maxKeyFile = 1 << 20
+
+func parseFile(b []byte, p, purpose string) (*file, error) {
+	if len(b) > maxKeyFile {
+		return nil, fmt.Errorf("%w: key file %s is larger than %d bytes", ehrcrypto.ErrCorrupt, p, maxKeyFile)
+	}
 	var f file
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -244,6 +254,9 @@ func (d *Dir) readFile(purpose string) (*file, error) {
 	}
 	if f.Format != fileFormat || f.Purpose != purpose {
 		return nil, fmt.Errorf("%w: key file %s is %q/%q, want %q/%q", ehrcrypto.ErrPolicy, p, f.Format, f.Purpose, fileFormat, purpose)
+	}
+	if _, err := keyset.NewJSONReader(bytes.NewReader(f.Keyset)).ReadEncrypted(); err != nil {
+		return nil, fmt.Errorf("%w: key file %s: encrypted keyset: %v", ehrcrypto.ErrCorrupt, p, err)
 	}
 	return &f, nil
 }
@@ -543,7 +556,11 @@ func readPublic(path string) (*keyset.Handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > 1<<20 {
+	return parsePublic(b, path)
+}
+
+func parsePublic(b []byte, path string) (*keyset.Handle, error) {
+	if len(b) > maxKeyFile {
 		return nil, fmt.Errorf("%w: %s is too large for a public keyset", ehrcrypto.ErrCorrupt, path)
 	}
 	h, err := keyset.ReadWithNoSecrets(keyset.NewJSONReader(bytes.NewReader(b)))
