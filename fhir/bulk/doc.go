@@ -41,9 +41,23 @@
 // assertion signed with RS384 or ES384, exchanged for a token with the
 // client_credentials grant, cached, and refreshed before expiry and after a
 // 401). The token goes to the kick-off, status and DELETE requests, and to
-// file downloads only when the manifest says `requiresAccessToken: true`;
-// it is never sent to capability URLs, never sent over plain HTTP except to
-// loopback addresses, and never appears in an error or in the State.
+// file downloads only when the manifest says `requiresAccessToken: true`
+// and the file is on the FHIR server's host (or one in
+// [Options.TokenHosts]); it is never sent to capability URLs, never sent
+// over plain HTTP except to loopback addresses, never carried across an
+// https-to-http redirect, and never appears in an error, an [Event] or the
+// State. [DiscoverSMART] finds the token endpoint from the server's
+// `.well-known/smart-configuration`; [ParsePrivateKey] loads the key from a
+// JWK, a JWK Set or PEM.
+//
+// # Time
+//
+// Every wait goes through an injectable [Clock], and every loop has a cap:
+// MaxWait (overall, default 24 h), MaxPolls, MaxRetries per request,
+// MaxRetryAfter (default 5 min), MaxManifestBytes, MaxManifestPages. Real
+// network time is bounded by RequestTimeout and, for downloads, by
+// StallTimeout. Server text (diagnostics, X-Progress) is stripped of
+// control characters before it reaches an error or an Event.
 //
 // # Errors
 //
