@@ -51,6 +51,12 @@ func (e *ServerError) Error() string {
 	if e.Diagnostics != "" {
 		fmt.Fprintf(&b, ": %s", e.Diagnostics)
 	}
+	switch e.class {
+	case ErrExpired:
+		b.WriteString(" (the server no longer has this export or file: it expired or was deleted; start a new export)")
+	case ErrUnauthorized:
+		b.WriteString(" (the server refused the credentials)")
+	}
 	return b.String()
 }
 
