@@ -129,14 +129,16 @@ func (c *Config) parseFile(path string, data []byte) error {
 	dec := toml.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&raw); err != nil {
+		var sme *toml.StrictMissingError
+		if errors.As(err, &sme) && len(sme.Errors) > 0 {
+			first := sme.Errors[0]
+			row, _ := first.Position()
+			return fmt.Errorf("%w: %s:%d: unknown key %q (see docs/config.md for the schema)", ErrBadConfig, path, row, strings.Join(first.Key(), "."))
+		}
 		var de *toml.DecodeError
 		if errors.As(err, &de) {
 			row, col := de.Position()
 			return fmt.Errorf("%w: %s:%d:%d: %s", ErrBadConfig, path, row, col, de.Error())
-		}
-		var sme *toml.StrictMissingError
-		if errors.As(err, &sme) {
-			return fmt.Errorf("%w: %s: unknown key: %s (see docs/config.md for the schema)", ErrBadConfig, path, strings.TrimSpace(sme.String()))
 		}
 		return fmt.Errorf("%w: %s: %v", ErrBadConfig, path, err)
 	}

@@ -16,7 +16,10 @@ func Open(cfg *Config, ref Ref) (Store, error) {
 	case "local":
 		return NewLocalStore(sc.Path + "/" + ref.Bucket + "/" + ref.Prefix)
 	case "s3":
-		return NewS3Store(sc, ref.Bucket, ref.Prefix)
+		// Name the store in messages as the user wrote it.
+		named := *sc
+		named.Name = ref.Store
+		return NewS3Store(&named, ref.Bucket, ref.Prefix)
 	}
 	return nil, fmt.Errorf("%w: store %q has type %q", ErrBadConfig, sc.Name, sc.Type)
 }

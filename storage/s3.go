@@ -129,6 +129,9 @@ func NewS3Store(sc *StoreConfig, bucket, prefix string) (*S3Store, error) {
 
 // Location implements Store.
 func (s *S3Store) Location() string {
+	if s.prefix == "" {
+		return s.cfg.Name + ":" + s.bucket
+	}
 	return s.cfg.Name + ":" + s.bucket + "/" + s.prefix
 }
 

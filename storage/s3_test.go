@@ -36,7 +36,7 @@ func TestS3StoreDown(t *testing.T) {
 	if strings.Contains(err.Error(), "S3cr3tPlanted") {
 		t.Fatal("secret in error text")
 	}
-	if !strings.Contains(err.Error(), "DOWN:bucket/prefix/k") {
+	if !strings.Contains(err.Error(), "down:bucket/prefix/k") {
 		t.Errorf("error does not name the object: %v", err)
 	}
 	if d := time.Since(start); d > 30*time.Second {

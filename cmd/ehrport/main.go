@@ -1,0 +1,24 @@
+// Command ehrport moves hospital FHIR exports between clouds, encrypted under
+// keys only the hospital holds, and writes the evidence that the move was
+// safe. See README.md and docs/.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ehrport/ehrport/cmd/internal/cli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// After the first signal, restore the default handlers so a second
+		// Ctrl-C ends the process at once.
+		<-ctx.Done()
+		stop()
+	}()
+	os.Exit(cli.Main(ctx, os.Args, os.Stdout, os.Stderr))
+}

@@ -1,0 +1,73 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"syscall"
+
+	ehrcrypto "github.com/ehrport/ehrport/crypto"
+	"github.com/ehrport/ehrport/fhir"
+	"github.com/ehrport/ehrport/storage"
+)
+
+// Exit codes, documented in docs/exit-codes.md. This file is the only place
+// that turns errors into them.
+const (
+	ExitOK          = 0   // everything ran and everything checked out
+	ExitFindings    = 1   // checks ran and found problems (also: unexpected failures)
+	ExitUsage       = 2   // usage or bad input: flags, references, config, FHIR input
+	ExitCrypto      = 3   // key or crypto failure: corrupt, no matching key, policy
+	ExitStorage     = 4   // storage or network failure
+	ExitInterrupted = 130 // interrupted by Ctrl-C or SIGTERM
+)
+
+var (
+	// ErrUsage marks a command line that cannot be run as written.
+	ErrUsage = errors.New("usage")
+	// ErrFindings is returned by commands whose checks ran to the end and
+	// found problems; the findings themselves were already printed.
+	ErrFindings = errors.New("checks found problems")
+)
+
+// ExitCode maps an error returned by a command to the documented exit code.
+// ctx is the command's context: a cancellation counts as an interruption
+// only if it came from there (a signal), not from a server's timeout.
+func ExitCode(ctx context.Context, err error) int {
+	var storeErr *storage.Error
+	var pathErr *fs.PathError
+	switch {
+	case err == nil:
+		return ExitOK
+	case ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, ctx.Err())):
+		return ExitInterrupted
+	case errors.Is(err, ErrUsage),
+		errors.Is(err, storage.ErrBadRef),
+		errors.Is(err, storage.ErrBadConfig),
+		errors.Is(err, fhir.ErrBadInput):
+		return ExitUsage
+	case errors.Is(err, ehrcrypto.ErrCorrupt),
+		errors.Is(err, ehrcrypto.ErrNoMatchingKey),
+		errors.Is(err, ehrcrypto.ErrPolicy):
+		return ExitCrypto
+	case errors.As(err, &storeErr),
+		errors.As(err, &pathErr),
+		errors.Is(err, syscall.ENOSPC),
+		errors.Is(err, syscall.EROFS):
+		return ExitStorage
+	}
+	return ExitFindings
+}
+
+// hint returns a line telling the user what to do, or "".
+func hint(err error) string {
+	switch {
+	case errors.Is(err, ehrcrypto.ErrCorrupt):
+		return "the file was changed, truncated or bound to another object: do not trust it; fetch it again from a good copy"
+	case errors.Is(err, ehrcrypto.ErrNoMatchingKey):
+		return "none of the keys given can open this: check --keys, and that the key is not disabled (ehrport keys list)"
+	case errors.Is(err, ehrcrypto.ErrPolicy):
+		return "local policy refused this: see docs/format-v1.md and docs/keys.md"
+	}
+	return storage.Hint(err)
+}
