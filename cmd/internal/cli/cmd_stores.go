@@ -207,4 +207,3 @@ func printCapabilities(w io.Writer, caps *storage.Capabilities) {
 	}
 	fmt.Fprintf(w, "=> %s; %s\n\n", map[bool]string{true: "usable", false: "NOT usable"}[caps.OK], verdict)
 }
-
