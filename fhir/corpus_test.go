@@ -129,7 +129,7 @@ func TestCorpusWrongVersionRejected(t *testing.T) {
 	} {
 		t.Run(tc.version, func(t *testing.T) {
 			path := filepath.Join(dir, "wrong-fhir-version", tc.file)
-			_, findings, err := exportOne(t, WalkOptions{}, PolicyFail, path)
+			_, _, err := exportOne(t, WalkOptions{}, PolicyFail, path)
 			if !errors.Is(err, ErrBadInput) {
 				t.Fatalf("err = %v, want ErrBadInput", err)
 			}
@@ -138,7 +138,7 @@ func TestCorpusWrongVersionRejected(t *testing.T) {
 			}
 			t.Logf("error: %v", err)
 			// Under skip, count how many entries carry a version tell.
-			_, findings, _ = exportOne(t, WalkOptions{}, PolicySkip, path)
+			_, findings, _ := exportOne(t, WalkOptions{}, PolicySkip, path)
 			n := 0
 			for _, f := range findings {
 				if f.Code == CodeWrongVersion {

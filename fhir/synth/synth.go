@@ -45,7 +45,6 @@ func practCount(patients int) int { return 1 + patients/25 }
 
 type gen struct {
 	o      Options
-	rng    *rand.Rand
 	urn    bool // references as urn:uuid (transaction Bundles)
 	buf    []byte
 	emit   func(Resource) error
