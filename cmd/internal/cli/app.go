@@ -66,6 +66,12 @@ crypto failure, 4 storage or network failure, 130 interrupted
 		HideHelpCommand:      true,
 		Commands: []*cli.Command{
 			storesCommand(),
+			keysCommand(),
+			encryptCommand(),
+			decryptCommand(),
+			inspectCommand(),
+			rewrapCommand(),
+			rekeyCommand(),
 		},
 		// Errors become exit codes in Main, never inside urfave.
 		ExitErrHandler: func(*cli.Context, error) {},
