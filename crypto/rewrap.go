@@ -104,21 +104,24 @@ func WriteFileAtomic(path string, fill func(w io.Writer) error) (err error) {
 	return os.Rename(f.Name(), path)
 }
 
-// EncryptFile encrypts src into the file out (atomically).
+// EncryptFile encrypts src into the file out (atomically). Reading,
+// encrypting and writing run concurrently, with bounded buffers.
 func EncryptFile(out string, src io.Reader, recipients []Recipient, b Binding, opts ...Option) (*Header, error) {
 	s, err := NewSealer(recipients, b, opts...)
 	if err != nil {
 		return nil, err
 	}
 	err = WriteFileAtomic(out, func(f io.Writer) error {
-		w, err := s.Writer(f)
-		if err != nil {
-			return err
-		}
-		if _, err := copyBuf(w, src); err != nil {
-			return err
-		}
-		return w.Close()
+		return pipeline(f, src, func(dst io.Writer, r io.Reader) error {
+			w, err := s.Writer(dst)
+			if err != nil {
+				return err
+			}
+			if _, err := copyBuf(w, r); err != nil {
+				return err
+			}
+			return w.Close()
+		})
 	})
 	return s.Header(), err
 }
@@ -127,12 +130,18 @@ func EncryptFile(out string, src io.Reader, recipients []Recipient, b Binding, o
 // goes to a temporary file that is renamed to out only after the last
 // segment authenticated; on any failure no file remains.
 func DecryptFile(out string, src io.Reader, ids []Identity, want Binding, opts ...Option) (*Header, error) {
-	r, err := NewDecryptReader(src, ids, want, opts...)
+	ra := newReadAhead(src)
+	defer ra.Close()
+	r, err := NewDecryptReader(ra, ids, want, opts...)
 	if err != nil {
 		return nil, err
 	}
 	err = WriteFileAtomic(out, func(f io.Writer) error {
-		_, err := copyBuf(f, r)
+		wb := newWriteBehind(f)
+		_, err := copyBuf(wb, r)
+		if cerr := wb.Close(); err == nil {
+			err = cerr
+		}
 		return err
 	})
 	return r.Header(), err
@@ -141,7 +150,9 @@ func DecryptFile(out string, src io.Reader, ids []Identity, want Binding, opts .
 // RekeyFile is Rekey into the file out (atomically).
 func RekeyFile(out string, src io.Reader, ids []Identity, want Binding, recipients []Recipient, opts ...Option) error {
 	return WriteFileAtomic(out, func(f io.Writer) error {
-		return Rekey(f, src, ids, want, recipients, opts...)
+		return pipeline(f, src, func(w io.Writer, r io.Reader) error {
+			return Rekey(w, r, ids, want, recipients, opts...)
+		})
 	})
 }
 

@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"time"
@@ -298,6 +299,9 @@ func (d *Dir) masterAEAD(p Protection) (tink.AEAD, error) {
 			d.pass = pass
 		}
 		k := argon2.IDKey(d.pass, p.Salt, a.Time, a.MemoryKiB, a.Threads, 32)
+		// Hand argon2's memory back to the OS before any streaming starts, so
+		// that peak memory is the larger of the two phases, not their sum.
+		debug.FreeOSMemory()
 		m, err := aeadsubtle.NewAESGCM(k)
 		if err != nil {
 			return nil, err
