@@ -2,8 +2,11 @@ package main
 
 import (
 	"errors"
+	"net"
 	"os/exec"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -31,5 +34,50 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 		if got != want {
 			ts.Fatalf("%s exited %d, want %d", args[1], got, want)
 		}
+	},
+	// blackhole VAR starts a TCP listener on 127.0.0.1 that accepts
+	// connections and never answers, and sets VAR to its host:port: a
+	// server that hangs, for interrupt and timeout tests.
+	"blackhole": func(ts *testscript.TestScript, neg bool, args []string) {
+		if neg || len(args) != 1 {
+			ts.Fatalf("usage: blackhole VAR")
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			ts.Fatalf("blackhole: %v", err)
+		}
+		var mu sync.Mutex
+		var held []net.Conn
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				held = append(held, c)
+				mu.Unlock()
+			}
+		}()
+		ts.Defer(func() {
+			ln.Close()
+			mu.Lock()
+			defer mu.Unlock()
+			for _, c := range held {
+				c.Close()
+			}
+		})
+		ts.Setenv(args[0], ln.Addr().String())
+	},
+	// sleep DURATION waits, e.g. for a background command to get going.
+	"sleep": func(ts *testscript.TestScript, neg bool, args []string) {
+		if neg || len(args) != 1 {
+			ts.Fatalf("usage: sleep DURATION")
+		}
+		d, err := time.ParseDuration(args[0])
+		if err != nil {
+			ts.Fatalf("sleep: %v", err)
+		}
+		time.Sleep(d)
 	},
 }
