@@ -21,13 +21,12 @@ type chunk struct {
 // readAhead reads r in a goroutine. Errors of r are returned as they are,
 // after the data read before them.
 type readAhead struct {
-	full  chan chunk
-	free  chan []byte
-	done  chan struct{}
-	once  sync.Once
-	cur   chunk
-	off   int
-	ended bool
+	full chan chunk
+	free chan []byte
+	done chan struct{}
+	once sync.Once
+	cur  chunk
+	off  int
 }
 
 func newReadAhead(r io.Reader) *readAhead {
