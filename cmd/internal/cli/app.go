@@ -72,6 +72,9 @@ crypto failure, 4 storage or network failure, 130 interrupted
 			inspectCommand(),
 			rewrapCommand(),
 			rekeyCommand(),
+			exportCommand(),
+			restoreCommand(),
+			testdataCommand(),
 		},
 		// Errors become exit codes in Main, never inside urfave.
 		ExitErrHandler: func(*cli.Context, error) {},

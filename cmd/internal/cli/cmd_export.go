@@ -1,0 +1,260 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/ehrport/ehrport/cmd/internal/export"
+	ehrcrypto "github.com/ehrport/ehrport/crypto"
+	"github.com/ehrport/ehrport/fhir"
+	"github.com/ehrport/ehrport/storage"
+)
+
+func exportCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "export",
+		Usage: "validate FHIR R4 files, encrypt them per resource type and write them with a signed manifest to a store",
+		UsageText: `ehrport export --from PATH [--from PATH...] --to STORE_REF (--keys DIR | --recipient PUB.json [--sign-keys DIR | --unsigned]) [options]
+
+Examples:
+   ehrport export --from ./bundles --to clouda:exit-2026/run1 --keys ./hospital-keys
+   ehrport export --from Patient.ndjson.gz --from ./more --to ./exports/run1 --keys ./hospital-keys --on-invalid quarantine
+   ehrport export --from ./data --to clouda:exit/run2 --recipient hospital.pub.json --escrow auditor.pub.json --sign-keys ./provider-keys`,
+		Description: `Reads Bundles, NDJSON (.ndjson, .ndjson.gz), single resources (.json,
+.json.gz) and folders of them. Every resource is validated against FHIR R4
+(DSTU2 and STU3 data is refused, exit 2); the record is the original bytes
+with whitespace removed. Output: one NDJSON stream per resource type, split
+into parts (--split-resources, --split-bytes), each encrypted (docs/format-v1.md)
+for the KEK of --keys DIR and every --recipient/--escrow, an encrypted
+summary with plaintext hashes and counts, and last a Bulk Data manifest.json
+with ciphertext hashes only, signed by the signing key. An export without
+manifest.json is incomplete; rerunning the command replaces it.
+Layout and manifest: docs/export-format.md. Guide: docs/export.md.
+` + passphraseHelp,
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "from", Usage: "read FHIR input from `PATH` (file or folder; repeatable)", TakesFile: true},
+			&cli.StringFlag{Name: "to", Usage: "write the export to `STORE_REF` (NAME:bucket/prefix or a folder)"},
+			keysDirFlag("encrypt for the KEK of the key directory `DIR` and sign with its signing key"),
+			&cli.StringSliceFlag{Name: "recipient", Usage: "also encrypt for the public keyset `PUB.json` or a KMS key URI (repeatable)"},
+			&cli.StringSliceFlag{Name: "escrow", Usage: "also encrypt for the escrow/auditor public keyset `PUB.json` (repeatable)"},
+			&cli.StringFlag{Name: "sign-keys", Usage: "sign the manifest with the signing key of `DIR` (when --keys is not given)", TakesFile: true},
+			&cli.BoolFlag{Name: "unsigned", Usage: "write an unsigned manifest (restore then needs --allow-unsigned)"},
+			&cli.StringFlag{Name: "on-invalid", Value: "fail", Usage: "what to do with invalid resources: `fail`, skip or quarantine (encrypted, under quarantine/)"},
+			&cli.BoolFlag{Name: "split-bundles", Usage: "export the entries of collection/transaction/batch/searchset Bundles as resources"},
+			&cli.BoolFlag{Name: "strict-references", Usage: "fail when references resolve to no resource in the export (default: count them as findings)"},
+			&cli.Int64Flag{Name: "split-resources", Value: export.DefaultSplitResources, Usage: "start a new part after `N` resources"},
+			&cli.StringFlag{Name: "split-bytes", Value: "256MiB", Usage: "start a new part after `SIZE` bytes of plaintext"},
+			&cli.IntFlag{Name: "concurrency", Value: export.DefaultConcurrency, Usage: "upload `N` parts at a time"},
+			&cli.StringFlag{Name: "export-id", Usage: "bind the objects to export `ID` (default: time and random)"},
+		},
+		Action: func(c *cli.Context) error {
+			g, err := globalsFrom(c)
+			if err != nil {
+				return err
+			}
+			if c.Args().Present() {
+				return usagef("export takes no arguments; give inputs with --from")
+			}
+			from := c.StringSlice("from")
+			if len(from) == 0 {
+				return usagef("--from PATH is required")
+			}
+			for _, f := range from {
+				if strings.HasPrefix(f, "http://") || strings.HasPrefix(f, "https://") {
+					return usagef("--from %s: exporting from a FHIR server ($export) is not available yet; export to files first and give the folder", f)
+				}
+			}
+			if c.String("to") == "" {
+				return usagef("--to STORE_REF is required")
+			}
+			pol, err := fhir.ParsePolicy(c.String("on-invalid"))
+			if err != nil {
+				return usagef("--on-invalid: %v", err)
+			}
+			sb, err := storage.ParseSize(c.String("split-bytes"))
+			if err != nil || sb <= 0 {
+				return usagef("--split-bytes %q: give a size such as 256MiB", c.String("split-bytes"))
+			}
+			if c.Int64("split-resources") <= 0 || c.Int("concurrency") <= 0 {
+				return usagef("--split-resources and --concurrency must be positive")
+			}
+			return (&exportCmdOptions{globals: g, From: from, To: c.String("to"), Keys: c.String("keys"),
+				Recipients: c.StringSlice("recipient"), Escrow: c.StringSlice("escrow"), SignKeys: c.String("sign-keys"),
+				Unsigned: c.Bool("unsigned"), Policy: pol, SplitBundles: c.Bool("split-bundles"),
+				StrictRefs: c.Bool("strict-references"), SplitResources: c.Int64("split-resources"), SplitBytes: sb,
+				Concurrency: c.Int("concurrency"), ExportID: c.String("export-id")}).Run(c.Context)
+		},
+	}
+}
+
+type exportCmdOptions struct {
+	*globals
+	From           []string
+	To             string
+	Keys           string
+	Recipients     []string
+	Escrow         []string
+	SignKeys       string
+	Unsigned       bool
+	Policy         fhir.Policy
+	SplitBundles   bool
+	StrictRefs     bool
+	SplitResources int64
+	SplitBytes     int64
+	Concurrency    int
+	ExportID       string
+}
+
+func (o *exportCmdOptions) Run(ctx context.Context) error {
+	if o.Keys == "" && len(o.Recipients) == 0 {
+		return usagef("give --keys DIR or at least one --recipient PUB.json")
+	}
+	signDir := o.Keys
+	if o.SignKeys != "" {
+		signDir = o.SignKeys
+	}
+	if signDir == "" && !o.Unsigned {
+		return usagef("the manifest must be signed: give --sign-keys DIR (or --keys DIR), or --unsigned to write it unsigned on purpose")
+	}
+	if signDir != "" && o.Unsigned {
+		return usagef("--unsigned contradicts --keys/--sign-keys")
+	}
+	cfg, err := o.loadConfig()
+	if err != nil {
+		return err
+	}
+	st, err := storage.OpenRef(cfg, o.To)
+	if err != nil {
+		return err
+	}
+	rs, err := recipientsFrom(ctx, o.Keys, o.Recipients, o.Escrow)
+	if err != nil {
+		return err
+	}
+	var signer *ehrcrypto.Signer
+	if signDir != "" {
+		d, err := openKeys(ctx, signDir)
+		if err != nil {
+			return err
+		}
+		if signer, err = d.Signer(); err != nil {
+			return err
+		}
+	}
+	var findings, dangling int
+	eo := &export.Options{Paths: o.From, Store: st, Recipients: rs, Signer: signer, Unsigned: o.Unsigned,
+		Policy: o.Policy, SplitBundles: o.SplitBundles, StrictReferences: o.StrictRefs,
+		SplitResources: o.SplitResources, SplitBytes: o.SplitBytes, Concurrency: o.Concurrency, ExportID: o.ExportID,
+		Log: o.Log,
+		Findings: func(f fhir.Finding) {
+			if f.Severity < fhir.Warning {
+				return
+			}
+			if f.Code == fhir.CodeDanglingRef {
+				dangling++
+				if dangling > 3 {
+					o.Log.Debug(f.String())
+					return
+				}
+			}
+			findings++
+			if findings <= 20 {
+				o.Log.Warn(f.String())
+			} else if findings == 21 {
+				o.Log.Warn("more findings are counted in the summary, not printed (--log-level debug prints them)")
+			}
+		},
+	}
+	eo.Progress, eo.ProgressEvery = progressPrinter(o.globals, "export")
+	sum, err := eo.Run(ctx)
+	if err != nil {
+		if errors.Is(err, export.ErrTargetHasExport) {
+			return usagef("%v", err)
+		}
+		return err
+	}
+	if o.JSON {
+		return o.printJSON(sum)
+	}
+	fmt.Fprintf(o.Stdout, "Exported %d resources (%s plaintext) to %s as %d encrypted objects, export id %s.\n",
+		sum.Resources, humanBytes(sum.PlaintextBytes), sum.Location, sum.Objects, sum.ExportID)
+	tw := tabwriter.NewWriter(o.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TYPE\tRESOURCES")
+	for _, t := range sortedKeys(sum.Counts) {
+		fmt.Fprintf(tw, "%s\t%d\n", t, sum.Counts[t])
+	}
+	tw.Flush()
+	s := sum.Stats
+	fmt.Fprintf(o.Stdout, "duplicates stored once %d, skipped %d, quarantined %d; findings:", s.Duplicates, s.Skipped, s.Quarantined)
+	if len(sum.Findings) == 0 {
+		fmt.Fprint(o.Stdout, " none")
+	}
+	for _, c := range sortedKeys(sum.Findings) {
+		fmt.Fprintf(o.Stdout, " %s %d", c, sum.Findings[c])
+	}
+	fmt.Fprintln(o.Stdout)
+	signed := "signed"
+	if !sum.Signed {
+		signed = "UNSIGNED"
+	}
+	fmt.Fprintf(o.Stdout, "manifest.json written last (%s); %.1fs, %.0f resources/s.\n", signed, sum.Timings.Total, sum.Timings.ResourcesPerSec)
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// progressPrinter draws a one-line progress display on a terminal, or logs
+// a line every 10 seconds otherwise. Quiet and JSON modes print nothing.
+func progressPrinter(g *globals, what string) (func(export.Progress), time.Duration) {
+	if g.Quiet {
+		return nil, 0
+	}
+	tty := false
+	if f, ok := g.Stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		tty = true
+	}
+	if tty {
+		return func(p export.Progress) {
+			line := fmt.Sprintf("\r%s: %d resources, %s, %d objects stored, %s", what, p.Resources, humanBytes(p.PlaintextBytes), p.Uploaded, p.Elapsed.Truncate(time.Second))
+			if p.Done {
+				line += "\n"
+			}
+			io.WriteString(g.Stderr, line+"\x1b[K")
+		}, 200 * time.Millisecond
+	}
+	return func(p export.Progress) {
+		if p.Done {
+			return
+		}
+		g.Log.Info(what+" progress", "resources", p.Resources, "plaintext_bytes", p.PlaintextBytes, "objects_stored", p.Uploaded, "elapsed", p.Elapsed.Truncate(time.Second).String())
+	}, 10 * time.Second
+}
