@@ -1,0 +1,560 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+)
+
+// Copy moves one object from src to dst without touching the local disk and
+// without looking inside it: the bytes are ciphertext, streamed as they are.
+// docs/copy.md describes the algorithm; the rules it keeps are these.
+//
+//   - The manifest is the authority. opts.Size and opts.SHA256 say what the
+//     object must be. The source bytes are hashed as they stream, and the
+//     last byte is held back until the whole object has been read and its
+//     SHA-256 compared: a source that serves other bytes (or more, or fewer)
+//     makes the Put fail before the destination can commit it, so nothing
+//     becomes visible. The error is ErrIntegrity and names the source key.
+//   - The destination is sent the expected SHA-256 (x-amz-checksum-sha256).
+//     A server that verifies checksums rejects bytes damaged on the way.
+//   - Every copy is then proven at the destination (see Prove): by the
+//     server's verification when opts.TrustServerChecksum says the store
+//     was seen to reject wrong checksums, otherwise by reading it back. A
+//     copy that fails its proof is deleted and reported as ErrIntegrity
+//     naming the destination key. ETags are never used as proof.
+//   - Failures that wrap ErrUnavailable are retried under opts.Retry,
+//     restarting the object (or only its proof, when the Put succeeded).
+//
+// Objects up to opts.PartSize stream from one Get. Larger ones are read in
+// ranges of PartSize, opts.Parallel at a time, and reassembled in order into
+// the single stream that dst.Put consumes (and, for S3, uploads as parts in
+// parallel). Memory per Copy is bounded by Parallel×PartSize for the range
+// buffers plus what dst.Put buffers itself (for S3Store, its parts in
+// flight × its part size).
+func Copy(ctx context.Context, src, dst Store, key string, opts CopyOptions) (res CopyResult, err error) {
+	start := time.Now()
+	o := opts.withDefaults(key)
+	res = CopyResult{Key: key, DstKey: o.DstKey}
+	defer func() { res.Duration = time.Since(start) }()
+	if err := o.validate(); err != nil {
+		return res, &Error{Op: "copy", Location: src.Location(), Key: key, Err: err}
+	}
+
+	if o.SkipExisting {
+		var proof string
+		retries, err := o.Retry.Do(ctx, func(int) error {
+			var err error
+			proof, err = existingProof(ctx, dst, o)
+			return err
+		})
+		res.Retries += retries
+		if err != nil {
+			return res, err
+		}
+		if proof != "" {
+			res.Skipped, res.Proof = true, proof
+			return res, nil
+		}
+	}
+
+	committed := false
+	retries, err := o.Retry.Do(ctx, func(int) error {
+		if !committed {
+			if err := copyOnce(ctx, src, dst, key, o); err != nil {
+				return err
+			}
+			committed = true
+		}
+		proof, err := prove(ctx, dst, o.DstKey, o.Size, o.SHA256, o.TrustServerChecksum, o.Limiter, false)
+		res.Proof = proof
+		return err
+	})
+	res.Retries += retries
+	if err != nil {
+		res.Proof = ""
+		if committed && errors.Is(err, ErrIntegrity) {
+			err = discard(ctx, dst, o.DstKey, err)
+		}
+		return res, err
+	}
+	res.Bytes = o.Size
+	return res, nil
+}
+
+// CopyOptions describe one object to copy. Size and SHA256 come from the
+// export's manifest and are required.
+type CopyOptions struct {
+	// Size is the object's size in bytes.
+	Size int64
+	// SHA256 is the expected SHA-256 of the content (32 bytes).
+	SHA256 []byte
+	// DstKey is the key at the destination; "" means the same key.
+	DstKey string
+	// Parallel is how many range reads of a large object are in flight
+	// (default 4). 1 reads every object with one Get.
+	Parallel int
+	// PartSize is the range size for large objects, and the size up to
+	// which an object is read with one Get (default DefaultPartSize).
+	PartSize int64
+	// Limiter, when set, bounds the bytes per second read by this copy,
+	// from the source and for read-back proofs, shared with whatever else
+	// uses the same limiter.
+	Limiter *RateLimiter
+	// TrustServerChecksum: dst was seen by Check to reject a wrong
+	// x-amz-checksum-sha256 (Capabilities.VerifiesChecksums). Then a Stat
+	// proves a copy; otherwise it is read back. Set it from a probe, never
+	// from a default: a server that only echoes checksums would be trusted.
+	TrustServerChecksum bool
+	// SkipExisting: when dst already holds a proven copy (same proof rules
+	// as after a Put), do nothing and report Skipped. The source is not read.
+	SkipExisting bool
+	// Retry is the policy for failures that wrap ErrUnavailable; the zero
+	// value means DefaultRetryPolicy.
+	Retry RetryPolicy
+}
+
+// DefaultCopyParallel is the range reads in flight per large object. The
+// test bed (2 cores) did best with few streams; see docs/copy.md.
+const DefaultCopyParallel = 4
+
+func (o CopyOptions) withDefaults(key string) CopyOptions {
+	if o.DstKey == "" {
+		o.DstKey = key
+	}
+	if o.Parallel <= 0 {
+		o.Parallel = DefaultCopyParallel
+	}
+	if o.PartSize <= 0 {
+		o.PartSize = DefaultPartSize
+	}
+	return o
+}
+
+func (o CopyOptions) validate() error {
+	switch {
+	case o.Size < 0:
+		return fmt.Errorf("size %d: the manifest must give the object's size", o.Size)
+	case len(o.SHA256) != sha256.Size:
+		return fmt.Errorf("expected SHA-256 is %d bytes, want %d: the manifest must give it", len(o.SHA256), sha256.Size)
+	}
+	return nil
+}
+
+// Proof methods, as reported in CopyResult.Proof.
+const (
+	// ProofServerChecksum: the destination verified the SHA-256 we sent
+	// before storing the object, and Stat shows the right size.
+	ProofServerChecksum = "server-checksum"
+	// ProofReadBack: the object was read back from the destination and its
+	// SHA-256 and size matched.
+	ProofReadBack = "read-back"
+)
+
+// CopyResult says what Copy did with one object.
+type CopyResult struct {
+	Key    string // at the source
+	DstKey string // at the destination
+	// Bytes is the object's size when it was copied, 0 when skipped.
+	Bytes int64
+	// Proof is ProofServerChecksum or ProofReadBack: how the copy (or, when
+	// Skipped, the object already there) was proven. "" on failure.
+	Proof string
+	// Skipped: dst already held a proven copy; nothing was read or written.
+	Skipped bool
+	// Retries counts tries after the first, for the skip check, the copy
+	// and its proof together.
+	Retries  int
+	Duration time.Duration
+}
+
+// Prove establishes that st holds exactly size bytes with the given SHA-256
+// under key, and returns how: ProofServerChecksum or ProofReadBack.
+//
+// With trustServer, which callers set only when Check saw st reject a wrong
+// x-amz-checksum-sha256, a Stat suffices: such a server stored the object
+// only after verifying the checksum it was sent, and Put sends the expected
+// one. The size must still match, and where the server reports a
+// full-object SHA-256 of its own (S3 HEAD with checksum mode) it must match
+// too. Without trustServer, the object is read back and hashed.
+//
+// A mismatch is an error wrapping ErrIntegrity that names the key; other
+// failures are the store's own errors (ErrNotExist, ErrUnavailable, ...).
+func Prove(ctx context.Context, st Store, key string, size int64, sha []byte, trustServer bool) (string, error) {
+	return prove(ctx, st, key, size, sha, trustServer, nil, false)
+}
+
+// prove is Prove with a rate limiter; statFirst checks the size before a
+// read-back, so a skip check does not download an object of the wrong size.
+func prove(ctx context.Context, st Store, key string, size int64, sha []byte, trustServer bool, lim *RateLimiter, statFirst bool) (string, error) {
+	bad := func(format string, args ...any) error {
+		return &Error{Op: "prove", Location: st.Location(), Key: key, Err: withKind(ErrIntegrity, fmt.Errorf(format, args...))}
+	}
+	if trustServer || statFirst {
+		oi, serverSHA, err := statChecksum(ctx, st, key)
+		if err != nil {
+			return "", err
+		}
+		if oi.Size != size {
+			return "", bad("the store holds %d bytes, expected %d", oi.Size, size)
+		}
+		// A multipart object's checksum is a checksum of part checksums
+		// ("…-N"): not comparable with the whole-object SHA-256.
+		if serverSHA != "" && !strings.Contains(serverSHA, "-") {
+			if got, err := base64.StdEncoding.DecodeString(serverSHA); err == nil && !bytes.Equal(got, sha) {
+				return "", bad("the store reports SHA-256 %x, expected %x", got, sha)
+			}
+		}
+		if trustServer {
+			return ProofServerChecksum, nil
+		}
+	}
+	rc, err := st.Get(ctx, key)
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, lim.Reader(ctx, io.LimitReader(rc, size+1)))
+	if err != nil {
+		return "", err
+	}
+	if n != size {
+		if n > size {
+			return "", bad("read back more than the expected %d bytes", size)
+		}
+		return "", bad("read back %d bytes, expected %d", n, size)
+	}
+	if got := h.Sum(nil); !bytes.Equal(got, sha) {
+		return "", bad("read back %d bytes with SHA-256 %x, expected %x", n, got, sha)
+	}
+	return ProofReadBack, nil
+}
+
+// statChecksum is Stat that, for S3, also asks for the checksum the server
+// stored (x-amz-checksum-mode: ENABLED) in the same HEAD request.
+func statChecksum(ctx context.Context, st Store, key string) (ObjectInfo, string, error) {
+	s, ok := st.(*S3Store)
+	if !ok {
+		oi, err := st.Stat(ctx, key)
+		return oi, "", err
+	}
+	full, err := s.key(key)
+	if err != nil {
+		return ObjectInfo{}, "", s.fail("stat", key, err)
+	}
+	oi, err := s.client.StatObject(ctx, s.bucket, full, minio.StatObjectOptions{Checksum: true})
+	if err != nil {
+		return ObjectInfo{}, "", s.fail("stat", key, err)
+	}
+	return ObjectInfo{Key: key, Size: oi.Size, ModTime: oi.LastModified, ETag: oi.ETag}, oi.ChecksumSHA256, nil
+}
+
+// existingProof returns how the object already at dst is proven, or "" when
+// it must be copied (missing, or not what the manifest says).
+func existingProof(ctx context.Context, dst Store, o CopyOptions) (string, error) {
+	proof, err := prove(ctx, dst, o.DstKey, o.Size, o.SHA256, o.TrustServerChecksum, o.Limiter, true)
+	switch {
+	case err == nil:
+		return proof, nil
+	case errors.Is(err, ErrNotExist), errors.Is(err, ErrIntegrity):
+		return "", nil
+	}
+	return "", err
+}
+
+// discard deletes a copy that failed its proof, and says so in err.
+func discard(ctx context.Context, dst Store, key string, err error) error {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	note := "the bad copy was deleted"
+	if derr := dst.Delete(dctx, key); derr != nil {
+		note = fmt.Sprintf("the bad copy could NOT be deleted (%v): delete it by hand", derr)
+	}
+	var se *Error
+	if errors.As(err, &se) {
+		se.Err = fmt.Errorf("%w; %s", se.Err, note)
+		return err
+	}
+	return fmt.Errorf("%w; %s", err, note)
+}
+
+// copyOnce streams the source into dst.Put once.
+func copyOnce(ctx context.Context, src, dst Store, key string, o CopyOptions) error {
+	srcErr := func(err error) error {
+		return &Error{Op: "copy", Location: src.Location(), Key: key, Err: err}
+	}
+	var body io.Reader
+	rr, ranged := src.(RangeReader)
+	if ranged && o.Parallel > 1 && o.Size > o.PartSize {
+		// Ranges never look past the manifest's size: check the source's.
+		oi, err := src.Stat(ctx, key)
+		if err != nil {
+			return err
+		}
+		if oi.Size != o.Size {
+			return srcErr(withKind(ErrIntegrity, fmt.Errorf("the source object is %d bytes, the manifest says %d; nothing was written to %s", oi.Size, o.Size, dst.Location())))
+		}
+		pr := newParallelReader(ctx, rr, key, o)
+		defer pr.Close()
+		body = pr
+	} else {
+		rc, err := src.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		body = o.Limiter.Reader(ctx, rc)
+	}
+	v := &verifyingReader{r: body, left: o.Size, want: o.SHA256, h: sha256.New()}
+	if o.Size == 0 {
+		// An empty Put may never read its body: verify first.
+		if _, err := v.Read(make([]byte, 1)); err != io.EOF {
+			if verr := v.verdict(); verr != nil {
+				return srcErr(fmt.Errorf("%w; nothing was written to %s", verr, dst.Location()))
+			}
+			return err
+		}
+	}
+	err := dst.Put(ctx, o.DstKey, v, o.Size, PutOptions{SHA256: o.SHA256})
+	if verr := v.verdict(); verr != nil {
+		// Held-back last byte: the Put saw a short body and committed nothing.
+		return srcErr(fmt.Errorf("%w; nothing was written to %s", verr, dst.Location()))
+	}
+	return err
+}
+
+// verifyingReader passes through exactly left bytes of r, hashing them, and
+// holds back the last one until r has ended and the SHA-256 matched. A
+// mismatch (content, or r ending early or late) fails the read that would
+// have delivered the last byte, so a store that commits only complete
+// bodies commits nothing.
+type verifyingReader struct {
+	r    io.Reader
+	left int64
+	want []byte
+	h    hash.Hash
+	read int64
+	done bool  // the last byte was released
+	fail error // sticky error returned by Read
+
+	// The verdict may be read by another goroutine than the one reading
+	// the body (net/http writes request bodies from its own goroutine).
+	mu  sync.Mutex
+	bad error
+}
+
+func (v *verifyingReader) verdict() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.bad
+}
+
+func (v *verifyingReader) mismatch(format string, args ...any) error {
+	err := withKind(ErrIntegrity, fmt.Errorf(format, args...))
+	v.mu.Lock()
+	v.bad = err
+	v.mu.Unlock()
+	v.fail = err
+	return err
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	switch {
+	case v.done:
+		return 0, io.EOF
+	case v.fail != nil:
+		return 0, v.fail
+	case len(p) == 0:
+		return 0, nil
+	}
+	if v.left > 1 {
+		n, err := v.r.Read(p[:min(int64(len(p)), v.left-1)])
+		v.h.Write(p[:n])
+		v.left -= int64(n)
+		v.read += int64(n)
+		if err == io.EOF {
+			return n, v.mismatch("the source ended after %d bytes; the manifest says %d", v.read, v.read+v.left)
+		}
+		if err != nil {
+			v.fail = err
+		}
+		return n, err
+	}
+	var last [1]byte
+	if v.left == 1 {
+		n, err := io.ReadFull(v.r, last[:])
+		if n == 0 {
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return 0, v.mismatch("the source ended after %d bytes; the manifest says %d", v.read, v.read+1)
+			}
+			v.fail = err
+			return 0, err
+		}
+		v.h.Write(last[:])
+		v.left, v.read = 0, v.read+1
+	}
+	// The source must end here.
+	var extra [1]byte
+	for tries := 0; ; tries++ {
+		n, err := v.r.Read(extra[:])
+		if n > 0 {
+			return 0, v.mismatch("the source has more than the %d bytes the manifest says", v.read)
+		}
+		if err == io.EOF || (err == nil && tries >= 3) {
+			break
+		}
+		if err != nil {
+			v.fail = err
+			return 0, err
+		}
+	}
+	if got := v.h.Sum(nil); !bytes.Equal(got, v.want) {
+		return 0, v.mismatch("the source's %d bytes have SHA-256 %x; the manifest says %x", v.read, got, v.want)
+	}
+	if v.read == 0 {
+		v.done = true
+		return 0, io.EOF
+	}
+	p[0] = last[0]
+	v.done = true
+	return 1, nil
+}
+
+// parallelReader reads an object in ranges of partSize, up to parallel at a
+// time, and yields them in order. At most parallel buffers exist: a range
+// takes a slot before it is fetched and gives it back once it has been read
+// through.
+type parallelReader struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	queue  chan chan rangeResult // in object order
+	slots  chan struct{}
+	bufs   chan []byte
+	wg     sync.WaitGroup
+
+	cur  []byte
+	held []byte // the buffer cur points into, released when exhausted
+	err  error
+}
+
+type rangeResult struct {
+	buf []byte
+	err error
+}
+
+func newParallelReader(ctx context.Context, rr RangeReader, key string, o CopyOptions) *parallelReader {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &parallelReader{
+		ctx: ctx, cancel: cancel,
+		queue: make(chan chan rangeResult, o.Parallel),
+		slots: make(chan struct{}, o.Parallel),
+		bufs:  make(chan []byte, o.Parallel),
+	}
+	p.wg.Add(1)
+	go p.launch(rr, key, o)
+	return p
+}
+
+func (p *parallelReader) launch(rr RangeReader, key string, o CopyOptions) {
+	defer p.wg.Done()
+	defer close(p.queue)
+	for off := int64(0); off < o.Size; off += o.PartSize {
+		select {
+		case p.slots <- struct{}{}:
+		case <-p.ctx.Done():
+			return
+		}
+		n := min(o.PartSize, o.Size-off)
+		ch := make(chan rangeResult, 1)
+		p.queue <- ch // never blocks: the queue holds as many as there are slots
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			var buf []byte
+			select {
+			case buf = <-p.bufs:
+			default:
+				buf = make([]byte, o.PartSize)
+			}
+			buf = buf[:n]
+			ch <- rangeResult{buf, fetchRange(p.ctx, rr, key, off, buf, o.Limiter)}
+		}()
+	}
+}
+
+func fetchRange(ctx context.Context, rr RangeReader, key string, off int64, buf []byte, lim *RateLimiter) error {
+	rc, err := rr.GetRange(ctx, key, off, int64(len(buf)))
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if _, err := io.ReadFull(lim.Reader(ctx, rc), buf); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return withKind(ErrIntegrity, fmt.Errorf("the source ended inside bytes %d-%d", off, off+int64(len(buf))-1))
+		}
+		return err
+	}
+	return nil
+}
+
+func (p *parallelReader) Read(b []byte) (int, error) {
+	for len(p.cur) == 0 {
+		if p.err != nil {
+			return 0, p.err
+		}
+		if p.held != nil {
+			select {
+			case p.bufs <- p.held[:cap(p.held)]:
+			default:
+			}
+			p.held = nil
+			<-p.slots
+		}
+		var ch chan rangeResult
+		var ok bool
+		select {
+		case ch, ok = <-p.queue:
+		case <-p.ctx.Done():
+		}
+		if ch == nil {
+			if err := p.ctx.Err(); err != nil {
+				p.err = err
+			} else if !ok {
+				p.err = io.EOF
+			}
+			continue
+		}
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				p.err = r.err
+				p.cancel()
+				continue
+			}
+			p.cur, p.held = r.buf, r.buf
+		case <-p.ctx.Done():
+			p.err = p.ctx.Err()
+		}
+	}
+	n := copy(b, p.cur)
+	p.cur = p.cur[n:]
+	return n, nil
+}
+
+// Close stops the range reads in flight and waits for them.
+func (p *parallelReader) Close() error {
+	p.cancel()
+	p.wg.Wait()
+	return nil
+}

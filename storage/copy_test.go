@@ -1,0 +1,528 @@
+package storage_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ehrport/ehrport/storage"
+)
+
+func localStore(t testing.TB) *storage.LocalStore {
+	t.Helper()
+	st, err := storage.NewLocalStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func putLocal(t testing.TB, st storage.Store, key string, body []byte) {
+	t.Helper()
+	if err := st.Put(context.Background(), key, bytes.NewReader(body), int64(len(body)), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func keysOf(t testing.TB, st storage.Store) []string {
+	t.Helper()
+	var keys []string
+	for oi, err := range st.List(context.Background(), "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, oi.Key)
+	}
+	return keys
+}
+
+// noRetry keeps unit tests from sleeping.
+var noRetry = storage.RetryPolicy{Attempts: 1}
+
+const testPart = 64 << 10
+
+func TestCopySizes(t *testing.T) {
+	ctx := context.Background()
+	for _, par := range []int{1, 3} {
+		for _, n := range []int64{0, 1, testPart - 1, testPart, testPart + 1, 5*testPart + 123} {
+			t.Run(fmt.Sprintf("parallel%d/%d", par, n), func(t *testing.T) {
+				src, dst := localStore(t), localStore(t)
+				body := randomBytes(uint64(n), n)
+				sum := sha256.Sum256(body)
+				putLocal(t, src, "a/obj", body)
+				res, err := storage.Copy(ctx, src, dst, "a/obj", storage.CopyOptions{
+					Size: n, SHA256: sum[:], PartSize: testPart, Parallel: par, Retry: noRetry,
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Proof != storage.ProofReadBack || res.Skipped || res.Bytes != n || res.DstKey != "a/obj" {
+					t.Errorf("result %+v", res)
+				}
+				if got := readAll(t, dst, "a/obj"); !bytes.Equal(got, body) {
+					t.Fatalf("copied %d bytes differ", n)
+				}
+			})
+		}
+	}
+}
+
+func TestCopyDstKeyAndTrust(t *testing.T) {
+	src, dst := localStore(t), localStore(t)
+	body := randomBytes(1, 3*testPart)
+	sum := sha256.Sum256(body)
+	putLocal(t, src, "k", body)
+	res, err := storage.Copy(context.Background(), src, dst, "k", storage.CopyOptions{
+		Size: int64(len(body)), SHA256: sum[:], DstKey: "other/k", PartSize: testPart, TrustServerChecksum: true,
+	})
+	if err != nil || res.Proof != storage.ProofServerChecksum || res.DstKey != "other/k" {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	if got := keysOf(t, dst); len(got) != 1 || got[0] != "other/k" {
+		t.Fatalf("dst holds %q", got)
+	}
+}
+
+func TestCopyBadOptions(t *testing.T) {
+	src, dst := localStore(t), localStore(t)
+	putLocal(t, src, "k", []byte("x"))
+	for _, o := range []storage.CopyOptions{{Size: 1}, {Size: 1, SHA256: []byte("short")}, {Size: -1, SHA256: make([]byte, 32)}} {
+		if _, err := storage.Copy(context.Background(), src, dst, "k", o); err == nil || storage.Retryable(err) {
+			t.Errorf("options %+v: %v, want a non-retryable error", o, err)
+		}
+	}
+}
+
+// A source that serves other bytes than the manifest says (changed,
+// truncated or extended) fails with ErrIntegrity before anything becomes
+// visible at the destination, for both the single-stream and ranged paths.
+func TestCopySourceMismatchLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	good := randomBytes(5, 4*testPart+7)
+	sum := sha256.Sum256(good)
+	flipped := bytes.Clone(good)
+	flipped[len(flipped)-1] ^= 1 // only the very last byte differs
+	early := bytes.Clone(good)
+	early[3] ^= 1
+	for _, tc := range []struct {
+		name   string
+		served []byte
+	}{
+		{"last-byte", flipped},
+		{"first-part", early},
+		{"short", good[:len(good)-1]},
+		{"long", append(bytes.Clone(good), 'x')},
+		{"empty", nil},
+	} {
+		for _, part := range []int64{testPart, 1 << 30} { // ranged, single stream
+			t.Run(fmt.Sprintf("%s/part%d", tc.name, part), func(t *testing.T) {
+				src, dst := localStore(t), localStore(t)
+				putLocal(t, src, "obj", tc.served)
+				_, err := storage.Copy(ctx, src, dst, "obj", storage.CopyOptions{
+					Size: int64(len(good)), SHA256: sum[:], PartSize: part, Retry: noRetry,
+				})
+				if !errors.Is(err, storage.ErrIntegrity) {
+					t.Fatalf("copy of a wrong source: %v, want ErrIntegrity", err)
+				}
+				if !strings.Contains(err.Error(), "obj") {
+					t.Errorf("error does not name the key: %v", err)
+				}
+				if keys := keysOf(t, dst); len(keys) != 0 {
+					t.Fatalf("destination holds %q after a rejected copy", keys)
+				}
+			})
+		}
+	}
+	// Size 0 with a SHA-256 that is not the empty one, and a non-empty
+	// source for an empty manifest entry.
+	src, dst := localStore(t), localStore(t)
+	putLocal(t, src, "e", []byte("not empty"))
+	empty := sha256.Sum256(nil)
+	for _, o := range []storage.CopyOptions{{Size: 0, SHA256: sum[:]}, {Size: 0, SHA256: empty[:]}} {
+		o.Retry = noRetry
+		if _, err := storage.Copy(ctx, src, dst, "e", o); !errors.Is(err, storage.ErrIntegrity) {
+			t.Errorf("empty copy %x: %v, want ErrIntegrity", o.SHA256[:4], err)
+		}
+	}
+	if keys := keysOf(t, dst); len(keys) != 0 {
+		t.Fatalf("destination holds %q", keys)
+	}
+}
+
+// A previous object at the destination survives a rejected copy.
+func TestCopySourceMismatchKeepsPrevious(t *testing.T) {
+	src, dst := localStore(t), localStore(t)
+	good := randomBytes(6, 1000)
+	sum := sha256.Sum256(good)
+	putLocal(t, dst, "obj", good)
+	putLocal(t, src, "obj", randomBytes(7, 1000))
+	if _, err := storage.Copy(context.Background(), src, dst, "obj", storage.CopyOptions{Size: 1000, SHA256: sum[:], Retry: noRetry}); !errors.Is(err, storage.ErrIntegrity) {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readAll(t, dst, "obj"), good) {
+		t.Fatal("previous object replaced by a rejected copy")
+	}
+}
+
+// countingStore counts Gets and Puts of a store.
+type countingStore struct {
+	storage.Store
+	gets, ranges, puts, stats atomic.Int64
+}
+
+func (c *countingStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	c.gets.Add(1)
+	return c.Store.Get(ctx, key)
+}
+
+func (c *countingStore) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	c.ranges.Add(1)
+	return c.Store.(storage.RangeReader).GetRange(ctx, key, off, n)
+}
+
+func (c *countingStore) Put(ctx context.Context, key string, r io.Reader, size int64, opts storage.PutOptions) error {
+	c.puts.Add(1)
+	return c.Store.Put(ctx, key, r, size, opts)
+}
+
+func (c *countingStore) Stat(ctx context.Context, key string) (storage.ObjectInfo, error) {
+	c.stats.Add(1)
+	return c.Store.Stat(ctx, key)
+}
+
+func TestCopySkipExisting(t *testing.T) {
+	ctx := context.Background()
+	body := randomBytes(8, 3*testPart)
+	sum := sha256.Sum256(body)
+	n := int64(len(body))
+	for _, trust := range []bool{false, true} {
+		t.Run(fmt.Sprintf("trust=%v", trust), func(t *testing.T) {
+			src := &countingStore{Store: localStore(t)}
+			dst := &countingStore{Store: localStore(t)}
+			putLocal(t, src.Store, "obj", body)
+			o := storage.CopyOptions{Size: n, SHA256: sum[:], PartSize: testPart, SkipExisting: true, TrustServerChecksum: trust, Retry: noRetry}
+
+			res, err := storage.Copy(ctx, src, dst, "obj", o)
+			if err != nil || res.Skipped {
+				t.Fatalf("first copy: %+v, %v", res, err)
+			}
+			src.gets.Store(0)
+			src.ranges.Store(0)
+			dst.gets.Store(0)
+			dst.puts.Store(0)
+			res, err = storage.Copy(ctx, src, dst, "obj", o)
+			if err != nil || !res.Skipped || res.Bytes != 0 {
+				t.Fatalf("rerun: %+v, %v", res, err)
+			}
+			if src.gets.Load()+src.ranges.Load() != 0 || dst.puts.Load() != 0 {
+				t.Errorf("skip read the source %d times, put %d times", src.gets.Load()+src.ranges.Load(), dst.puts.Load())
+			}
+			wantProof, wantReads := storage.ProofReadBack, int64(1)
+			if trust {
+				wantProof, wantReads = storage.ProofServerChecksum, 0
+			}
+			if res.Proof != wantProof || dst.gets.Load() != wantReads {
+				t.Errorf("skip proof %q with %d reads, want %q with %d", res.Proof, dst.gets.Load(), wantProof, wantReads)
+			}
+
+			// A wrong-size object is replaced without being read.
+			putLocal(t, dst.Store, "obj", body[:10])
+			dst.gets.Store(0)
+			res, err = storage.Copy(ctx, src, dst, "obj", o)
+			if err != nil || res.Skipped {
+				t.Fatalf("wrong size at dst: %+v, %v", res, err)
+			}
+			if !bytes.Equal(readAll(t, dst, "obj"), body) {
+				t.Fatal("wrong-size object not replaced")
+			}
+			// A same-size object with other bytes: only read-back sees it.
+			other := bytes.Clone(body)
+			other[0] ^= 1
+			putLocal(t, dst.Store, "obj", other)
+			res, err = storage.Copy(ctx, src, dst, "obj", o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Skipped != trust {
+				t.Errorf("same size, other bytes: skipped=%v", res.Skipped)
+			}
+		})
+	}
+}
+
+// blockingSource serves a few bytes, then cancels the copy and blocks until
+// the context ends, like a slow upstream when the user presses Ctrl-C.
+type blockingSource struct {
+	storage.Store
+	cancel context.CancelFunc
+}
+
+func (b *blockingSource) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	return io.NopCloser(&cancellingReader{ctx: ctx, cancel: b.cancel}), nil
+}
+
+func (b *blockingSource) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	return b.Get(ctx, key)
+}
+
+func (b *blockingSource) Stat(ctx context.Context, key string) (storage.ObjectInfo, error) {
+	return storage.ObjectInfo{Key: key, Size: 10 * testPart}, nil
+}
+
+type cancellingReader struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	sent   int
+}
+
+func (c *cancellingReader) Read(p []byte) (int, error) {
+	if c.sent < 1000 {
+		n := min(len(p), 1000-c.sent)
+		c.sent += n
+		return n, nil
+	}
+	c.cancel()
+	<-c.ctx.Done()
+	return 0, c.ctx.Err()
+}
+
+func TestCopyCancelLeavesNothing(t *testing.T) {
+	for _, part := range []int64{testPart, 1 << 30} {
+		ctx, cancel := context.WithCancel(context.Background())
+		src := &blockingSource{Store: localStore(t), cancel: cancel}
+		dst := localStore(t)
+		sum := sha256.Sum256(nil)
+		res, err := storage.Copy(ctx, src, dst, "obj", storage.CopyOptions{Size: 10 * testPart, SHA256: sum[:], PartSize: part})
+		cancel()
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled copy: %v, want context.Canceled", err)
+		}
+		if res.Retries != 0 {
+			t.Errorf("cancellation retried %d times", res.Retries)
+		}
+		if keys := keysOf(t, dst); len(keys) != 0 {
+			t.Fatalf("cancelled copy left %q", keys)
+		}
+	}
+}
+
+// flakyStore fails the first N Gets, GetRanges and Puts with ErrUnavailable
+// (a 503 SlowDown, say), or with another error when failWith is set.
+type flakyStore struct {
+	storage.Store
+	mu       sync.Mutex
+	getFails int
+	putFails int
+	failWith error
+	calls    int
+}
+
+func (f *flakyStore) fail(op, key string, left *int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if *left <= 0 {
+		return nil
+	}
+	*left--
+	cause := f.failWith
+	if cause == nil {
+		cause = fmt.Errorf("503 SlowDown: %w", storage.ErrUnavailable)
+	}
+	return &storage.Error{Op: op, Location: f.Location(), Key: key, Err: cause}
+}
+
+func (f *flakyStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	if err := f.fail("get", key, &f.getFails); err != nil {
+		return nil, err
+	}
+	return f.Store.Get(ctx, key)
+}
+
+func (f *flakyStore) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	if err := f.fail("get", key, &f.getFails); err != nil {
+		return nil, err
+	}
+	return f.Store.(storage.RangeReader).GetRange(ctx, key, off, n)
+}
+
+func (f *flakyStore) Put(ctx context.Context, key string, r io.Reader, size int64, opts storage.PutOptions) error {
+	if err := f.fail("put", key, &f.putFails); err != nil {
+		return err
+	}
+	return f.Store.Put(ctx, key, r, size, opts)
+}
+
+// recordingSleep is an injected sleeper: no wall time passes in tests.
+type recordingSleep struct {
+	mu     sync.Mutex
+	delays []time.Duration
+}
+
+func (r *recordingSleep) Sleep(ctx context.Context, d time.Duration) error {
+	r.mu.Lock()
+	r.delays = append(r.delays, d)
+	r.mu.Unlock()
+	return ctx.Err()
+}
+
+func TestCopyRetriesUnavailable(t *testing.T) {
+	body := randomBytes(12, 3*testPart)
+	sum := sha256.Sum256(body)
+	for _, part := range []int64{testPart, 1 << 30} {
+		src := &flakyStore{Store: localStore(t), getFails: 2}
+		dst := &flakyStore{Store: localStore(t), putFails: 1}
+		putLocal(t, src.Store, "obj", body)
+		sl := &recordingSleep{}
+		res, err := storage.Copy(context.Background(), src, dst, "obj", storage.CopyOptions{
+			Size: int64(len(body)), SHA256: sum[:], PartSize: part,
+			Retry: storage.RetryPolicy{Attempts: 5, Base: time.Second, Max: 10 * time.Second, Sleep: sl.Sleep, Jitter: func() float64 { return 0.5 }},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// One Get fails per try on the single-stream path; ranged reads
+		// may spend both Get failures, and the Put's, in one try.
+		lo := 3
+		if part < int64(len(body)) {
+			lo = 1
+		}
+		if res.Retries < lo || res.Retries > 3 || len(sl.delays) != res.Retries {
+			t.Errorf("part %d: %d retries, %d sleeps %v; want %d-3 (2 gets, 1 put)", part, res.Retries, len(sl.delays), sl.delays, lo)
+		}
+		// 1s, 2s, 4s, each jittered to 3/4.
+		want := []time.Duration{750 * time.Millisecond, 1500 * time.Millisecond, 3 * time.Second}
+		for i := range min(len(want), len(sl.delays)) {
+			if sl.delays[i] != want[i] {
+				t.Errorf("delay %d = %v, want %v", i, sl.delays[i], want[i])
+			}
+		}
+		if !bytes.Equal(readAll(t, dst, "obj"), body) {
+			t.Fatal("bytes differ after retries")
+		}
+	}
+
+	// Out of attempts: the last error, still ErrUnavailable.
+	src := &flakyStore{Store: localStore(t), getFails: 100}
+	putLocal(t, src.Store, "obj", body)
+	sl := &recordingSleep{}
+	res, err := storage.Copy(context.Background(), src, localStore(t), "obj", storage.CopyOptions{
+		Size: int64(len(body)), SHA256: sum[:], Retry: storage.RetryPolicy{Attempts: 3, Sleep: sl.Sleep},
+	})
+	if !errors.Is(err, storage.ErrUnavailable) || res.Retries != 2 || src.calls != 3 {
+		t.Fatalf("exhausted: %v, %d retries, %d calls", err, res.Retries, src.calls)
+	}
+}
+
+func TestCopyDoesNotRetryAnswers(t *testing.T) {
+	body := randomBytes(13, 100)
+	sum := sha256.Sum256(body)
+	for _, cause := range []error{storage.ErrPermission, storage.ErrNotExist, storage.ErrBadRef, storage.ErrIntegrity,
+		// An answer that also says "unavailable" is still an answer.
+		errors.Join(storage.ErrIntegrity, storage.ErrUnavailable), context.Canceled} {
+		src := &flakyStore{Store: localStore(t), getFails: 1, failWith: cause}
+		putLocal(t, src.Store, "obj", body)
+		sl := &recordingSleep{}
+		res, err := storage.Copy(context.Background(), src, localStore(t), "obj", storage.CopyOptions{
+			Size: 100, SHA256: sum[:], Retry: storage.RetryPolicy{Attempts: 5, Sleep: sl.Sleep},
+		})
+		if err == nil || res.Retries != 0 || len(sl.delays) != 0 || src.calls != 1 {
+			t.Errorf("%v: err=%v retries=%d sleeps=%d calls=%d; want one failed try", cause, err, res.Retries, len(sl.delays), src.calls)
+		}
+	}
+}
+
+// Retrying the proof alone: the Put succeeded, the read-back hit a 503.
+func TestCopyRetriesProofOnly(t *testing.T) {
+	body := randomBytes(14, 100)
+	sum := sha256.Sum256(body)
+	src := localStore(t)
+	putLocal(t, src, "obj", body)
+	dst := &flakyStore{Store: localStore(t), getFails: 1}
+	counted := &countingStore{Store: dst}
+	sl := &recordingSleep{}
+	res, err := storage.Copy(context.Background(), src, counted, "obj", storage.CopyOptions{
+		Size: 100, SHA256: sum[:], Retry: storage.RetryPolicy{Attempts: 3, Sleep: sl.Sleep},
+	})
+	if err != nil || res.Retries != 1 || counted.puts.Load() != 1 || res.Proof != storage.ProofReadBack {
+		t.Fatalf("%+v, %v, %d puts", res, err, counted.puts.Load())
+	}
+}
+
+// corruptingStore stores what it is given but serves other bytes: a
+// destination that lies. Read-back must catch it and delete the copy.
+type corruptingStore struct {
+	storage.Store
+}
+
+func (c corruptingStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	rc, err := c.Store.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > 0 {
+		b[len(b)/2] ^= 0x80
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+func TestCopyReadBackMismatchDeletes(t *testing.T) {
+	body := randomBytes(15, 2*testPart+1)
+	sum := sha256.Sum256(body)
+	src := localStore(t)
+	putLocal(t, src, "x/obj", body)
+	dst := corruptingStore{localStore(t)}
+	res, err := storage.Copy(context.Background(), src, dst, "x/obj", storage.CopyOptions{
+		Size: int64(len(body)), SHA256: sum[:], PartSize: testPart, Retry: storage.RetryPolicy{Attempts: 3, Sleep: (&recordingSleep{}).Sleep},
+	})
+	if !errors.Is(err, storage.ErrIntegrity) || res.Retries != 0 || res.Proof != "" {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	if !strings.Contains(err.Error(), "x/obj") || !strings.Contains(err.Error(), "deleted") {
+		t.Errorf("error should name the key and say it was deleted: %v", err)
+	}
+	if keys := keysOf(t, dst); len(keys) != 0 {
+		t.Fatalf("bad copy left: %q", keys)
+	}
+}
+
+// Many copies at once through one limiter (run with -race).
+func TestCopyConcurrent(t *testing.T) {
+	src, dst := localStore(t), localStore(t)
+	lim := storage.NewRateLimiter(1 << 40)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 16 {
+		body := randomBytes(uint64(100+i), int64(i)*testPart/3)
+		putLocal(t, src, fmt.Sprint(i), body)
+		sum := sha256.Sum256(body)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := storage.Copy(context.Background(), src, dst, fmt.Sprint(i), storage.CopyOptions{
+				Size: int64(len(body)), SHA256: sum[:], PartSize: testPart, Parallel: 2, Limiter: lim, Retry: noRetry,
+			})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
