@@ -42,6 +42,9 @@ import (
 
 // Format constants, mirrored from docs/format-v1.md.
 const (
+	// Magic opens every object, so an auditor can tell an envelope from
+	// anything else without a key.
+	Magic       = format.Magic
 	Version1    = format.Version1
 	Suite1      = format.Suite1
 	MaxStanzas  = format.MaxStanzas
@@ -132,6 +135,10 @@ func (p Policy) limits() format.Limits {
 	}
 	return format.Limits{Versions: []uint8{p.Version}, Suites: []uint8{p.Suite}, MaxStanzas: n}
 }
+
+// Check applies the stanza rules (escrow, required key ids) to a parsed
+// header. It needs no key, so an auditor can enforce them at rest.
+func (p Policy) Check(h *Header) error { return p.check(h.Stanzas) }
 
 func (p Policy) check(ss []Stanza) error {
 	if p.RequireEscrow {

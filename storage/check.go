@@ -172,10 +172,32 @@ func (c *checker) s3Preflight(ctx context.Context, s *S3Store, opts CheckOptions
 	return nil
 }
 
-// dial opens one connection to record what the endpoint presents: TLS
-// version and the leaf certificate's SHA-256, verified against the store's
-// CA bundle exactly as requests will be.
+// dial records what the endpoint presents for the capability table.
 func (c *checker) dial(ctx context.Context, s *S3Store) (string, error) {
+	t, err := s.TLSInfo(ctx)
+	if err != nil {
+		return "", err
+	}
+	if !t.TLS {
+		return s.Endpoint() + ", plain HTTP (allowed by allow_http): no encryption in transit", nil
+	}
+	c.caps.TLSVersion, c.caps.CertSHA256, c.caps.CertSubject, c.caps.CertNotAfter = t.Version, t.CertSHA256, t.CertSubject, t.CertNotAfter
+	return fmt.Sprintf("%s, %s, certificate sha256 %s…", s.Endpoint(), t.Version, t.CertSHA256[:16]), nil
+}
+
+// TLSInfo is what an endpoint presents on connection.
+type TLSInfo struct {
+	TLS          bool      `json:"tls"`
+	Version      string    `json:"tls_version,omitempty"`
+	CertSHA256   string    `json:"cert_sha256,omitempty"`
+	CertSubject  string    `json:"cert_subject,omitempty"`
+	CertNotAfter time.Time `json:"cert_not_after,omitzero"`
+}
+
+// TLSInfo opens one connection to record the TLS version and the leaf
+// certificate's SHA-256, verified against the store's CA bundle exactly as
+// requests will be. An unreachable endpoint is an error.
+func (s *S3Store) TLSInfo(ctx context.Context) (TLSInfo, error) {
 	host := s.endpoint.Host
 	if s.endpoint.Port() == "" {
 		if s.endpoint.Scheme == "https" {
@@ -189,26 +211,23 @@ func (c *checker) dial(ctx context.Context, s *S3Store) (string, error) {
 	if s.endpoint.Scheme != "https" {
 		conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", host)
 		if err != nil {
-			return "", err
+			return TLSInfo{}, err
 		}
 		conn.Close()
-		return s.Endpoint() + ", plain HTTP (allowed by allow_http): no encryption in transit", nil
+		return TLSInfo{}, nil
 	}
 	cfg := s.tls.Clone()
 	cfg.ServerName = s.endpoint.Hostname()
 	conn, err := (&tls.Dialer{Config: cfg}).DialContext(dctx, "tcp", host)
 	if err != nil {
-		return "", err
+		return TLSInfo{}, err
 	}
 	defer conn.Close()
 	state := conn.(*tls.Conn).ConnectionState()
 	leaf := state.PeerCertificates[0]
 	sum := sha256.Sum256(leaf.Raw)
-	c.caps.TLSVersion = tls.VersionName(state.Version)
-	c.caps.CertSHA256 = hex.EncodeToString(sum[:])
-	c.caps.CertSubject = leaf.Subject.String()
-	c.caps.CertNotAfter = leaf.NotAfter
-	return fmt.Sprintf("%s, %s, certificate sha256 %s…", s.Endpoint(), c.caps.TLSVersion, c.caps.CertSHA256[:16]), nil
+	return TLSInfo{TLS: true, Version: tls.VersionName(state.Version), CertSHA256: hex.EncodeToString(sum[:]),
+		CertSubject: leaf.Subject.String(), CertNotAfter: leaf.NotAfter}, nil
 }
 
 func (c *checker) roundTrip(ctx context.Context, st Store, dir string) {

@@ -20,6 +20,11 @@ import (
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := NewApp(stdout, stderr)
 	err := app.RunContext(ctx, args)
+	// urfave reports a missing required flag through an unexported type,
+	// so it is recognised by its text: it is a usage error like any other.
+	if err != nil && !errors.Is(err, ErrUsage) && strings.HasPrefix(err.Error(), "Required flag") {
+		err = fmt.Errorf("%w: %v (see --help)", ErrUsage, err)
+	}
 	code := ExitCode(ctx, err)
 	switch {
 	case err == nil:
@@ -72,6 +77,7 @@ crypto failure, 4 storage or network failure, 130 interrupted
 			inspectCommand(),
 			rewrapCommand(),
 			rekeyCommand(),
+			auditCommand(),
 			exportCommand(),
 			restoreCommand(),
 			testdataCommand(),
