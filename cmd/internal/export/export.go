@@ -141,7 +141,7 @@ type part struct {
 	enc             io.WriteCloser
 	pt              *hashCounter // plaintext: hashed, counted, then encrypted
 	scan            *lineScanner
-	plain           io.Writer
+	plain           io.Writer // pt, with every byte also scanned for lines and ids
 }
 
 // Run exports. On success the manifest is in place and the Summary says
@@ -325,7 +325,8 @@ func (e *exporter) handle(it *fhir.Item, act fhir.Action) error {
 			e.ptBytes.Add(n + 1)
 			return e.maybeRotate(KindData, "Bundle")
 		}
-		typ := peekType(it.Raw)
+		tb, id := peekTypeID(it.Raw)
+		typ := string(tb)
 		if !typeRE.MatchString(typ) {
 			return fmt.Errorf("%w: %s: resourceType %q cannot name an object", fhir.ErrBadInput, it.Pos, typ)
 		}
@@ -333,12 +334,15 @@ func (e *exporter) handle(it *fhir.Item, act fhir.Action) error {
 		if err != nil {
 			return err
 		}
-		if _, err := p.plain.Write(it.Raw); err != nil {
+		// The bytes go straight to the hash and the encryptor; the line's
+		// type and id are already known, so the scanner is told, not fed.
+		if _, err := p.pt.Write(it.Raw); err != nil {
 			return err
 		}
-		if _, err := p.plain.Write([]byte{'\n'}); err != nil {
+		if _, err := p.pt.Write([]byte{'\n'}); err != nil {
 			return err
 		}
+		p.scan.addLine(tb, id)
 		e.res.Add(1)
 		e.ptBytes.Add(int64(len(it.Raw)) + 1)
 		return e.maybeRotate(KindData, typ)
@@ -470,8 +474,8 @@ func (e *exporter) openPart(kind, typ, path string) (*part, error) {
 		return nil, err
 	}
 	p.scan = newLineScanner()
-	p.pt = &hashCounter{h: sha256.New(), w: io.MultiWriter(p.scan, p.enc)}
-	p.plain = p.pt
+	p.pt = &hashCounter{h: sha256.New(), w: p.enc}
+	p.plain = io.MultiWriter(p.scan, p.pt)
 	return p, nil
 }
 

@@ -105,17 +105,31 @@ func (s *lineScanner) endLine() {
 
 // peekType returns the top-level resourceType of one compact JSON resource.
 func peekType(raw []byte) string {
+	typ, _ := peekTypeID(raw)
+	return string(typ)
+}
+
+// peekTypeID returns the top-level resourceType and id of one compact JSON
+// resource exactly as lineScanner sees them, stopping as soon as both are
+// known (they are usually the first keys).
+func peekTypeID(raw []byte) (typ, id []byte) {
 	s := lineScanner{buf: make([]byte, 0, 64)}
-	// Stop early: resourceType is usually the first key.
 	for i := 0; i < len(raw); {
-		end := min(i+256, len(raw))
+		end := min(i+128, len(raw))
 		s.Write(raw[i:end])
 		i = end
-		if len(s.typ) > 0 && !s.inStr {
+		if len(s.typ) > 0 && len(s.id) > 0 && !s.inStr {
 			break
 		}
 	}
-	return string(s.typ)
+	return s.typ, s.id
+}
+
+// addLine records a line whose type and id the caller already knows.
+func (s *lineScanner) addLine(typ, id []byte) {
+	s.typ, s.id = typ, id
+	s.endLine()
+	s.typ, s.id = nil, nil
 }
 
 // hashCounter hashes and counts bytes on their way to w (or from r).
