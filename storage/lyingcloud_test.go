@@ -218,3 +218,29 @@ func TestLyingCloudTrustWithoutProbeIsFooled(t *testing.T) {
 		t.Fatal("bad copy not replaced")
 	}
 }
+
+// A source serving other bytes than the manifest says, copied to a cloud
+// that verifies nothing: the held-back last byte is all that stops the
+// object from being committed, and it does, for a single PUT and for a
+// multipart upload alike.
+func TestLyingCloudSourceMismatchNeverCommitted(t *testing.T) {
+	const part = 5 << 20
+	liar := lyingCloud(t, part)
+	src := localStore(t)
+	ctx := context.Background()
+	for _, n := range []int64{4096, 12 << 20} {
+		good := randomBytes(uint64(n), n)
+		sum := sha256.Sum256(good)
+		served := bytes.Clone(good)
+		served[n-1] ^= 1 // the last byte: the lying cloud never sees it
+		key := fmt.Sprintf("mismatch/%d", n)
+		putLocal(t, src, key, served)
+		_, err := storage.Copy(ctx, src, liar, key, storage.CopyOptions{Size: n, SHA256: sum[:], PartSize: part, Retry: noRetry})
+		if !errors.Is(err, storage.ErrIntegrity) || !strings.Contains(err.Error(), key) {
+			t.Fatalf("%d bytes: %v, want ErrIntegrity naming the key", n, err)
+		}
+		if _, err := liar.Stat(ctx, key); !errors.Is(err, storage.ErrNotExist) {
+			t.Fatalf("%d bytes: the lying cloud committed the object (stat %v)", n, err)
+		}
+	}
+}
