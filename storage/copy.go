@@ -76,7 +76,7 @@ func Copy(ctx context.Context, src, dst Store, key string, opts CopyOptions) (re
 			}
 			committed = true
 		}
-		proof, err := prove(ctx, dst, o.DstKey, o.Size, o.SHA256, o.TrustServerChecksum, o.Limiter, false)
+		proof, err := prove(ctx, dst, o.DstKey, o, false)
 		res.Proof = proof
 		return err
 	})
@@ -191,12 +191,21 @@ type CopyResult struct {
 // A mismatch is an error wrapping ErrIntegrity that names the key; other
 // failures are the store's own errors (ErrNotExist, ErrUnavailable, ...).
 func Prove(ctx context.Context, st Store, key string, size int64, sha []byte, trustServer bool) (string, error) {
-	return prove(ctx, st, key, size, sha, trustServer, nil, false)
+	o := CopyOptions{Size: size, SHA256: sha, TrustServerChecksum: trustServer}.withDefaults(key)
+	return prove(ctx, st, key, o, false)
 }
 
-// prove is Prove with a rate limiter; statFirst checks the size before a
-// read-back, so a skip check does not download an object of the wrong size.
-func prove(ctx context.Context, st Store, key string, size int64, sha []byte, trustServer bool, lim *RateLimiter, statFirst bool) (string, error) {
+// prove is Prove with the copy's limiter, range size and parallelism (large
+// objects are read back in parallel ranges, as they were copied); statFirst
+// checks the size before a read-back, so a skip check does not download an
+// object of the wrong size.
+func prove(ctx context.Context, st Store, key string, o CopyOptions, statFirst bool) (string, error) {
+	size, sha, lim := o.Size, o.SHA256, o.Limiter
+	rr, ranged := st.(RangeReader)
+	ranged = ranged && o.Parallel > 1 && size > o.PartSize
+	// Ranges never look past size: learn the stored size first.
+	statFirst = statFirst || ranged
+	trustServer := o.TrustServerChecksum
 	bad := func(format string, args ...any) error {
 		return &Error{Op: "prove", Location: st.Location(), Key: key, Err: withKind(ErrIntegrity, fmt.Errorf(format, args...))}
 	}
@@ -219,13 +228,21 @@ func prove(ctx context.Context, st Store, key string, size int64, sha []byte, tr
 			return ProofServerChecksum, nil
 		}
 	}
-	rc, err := st.Get(ctx, key)
-	if err != nil {
-		return "", err
+	var body io.Reader
+	if ranged {
+		pr := newParallelReader(ctx, rr, st.Location(), key, o)
+		defer pr.Close()
+		body = pr
+	} else {
+		rc, err := st.Get(ctx, key)
+		if err != nil {
+			return "", err
+		}
+		defer rc.Close()
+		body = lim.Reader(ctx, io.LimitReader(rc, size+1))
 	}
-	defer rc.Close()
 	h := sha256.New()
-	n, err := io.Copy(h, lim.Reader(ctx, io.LimitReader(rc, size+1)))
+	n, err := io.Copy(h, body)
 	if err != nil {
 		return "", err
 	}
@@ -263,7 +280,7 @@ func statChecksum(ctx context.Context, st Store, key string) (ObjectInfo, string
 // existingProof returns how the object already at dst is proven, or "" when
 // it must be copied (missing, or not what the manifest says).
 func existingProof(ctx context.Context, dst Store, o CopyOptions) (string, error) {
-	proof, err := prove(ctx, dst, o.DstKey, o.Size, o.SHA256, o.TrustServerChecksum, o.Limiter, true)
+	proof, err := prove(ctx, dst, o.DstKey, o, true)
 	switch {
 	case err == nil:
 		return proof, nil
@@ -305,7 +322,7 @@ func copyOnce(ctx context.Context, src, dst Store, key string, o CopyOptions) er
 		if oi.Size != o.Size {
 			return srcErr(withKind(ErrIntegrity, fmt.Errorf("the source object is %d bytes, the manifest says %d; nothing was written to %s", oi.Size, o.Size, dst.Location())))
 		}
-		pr := newParallelReader(ctx, rr, key, o)
+		pr := newParallelReader(ctx, rr, src.Location(), key, o)
 		defer pr.Close()
 		body = pr
 	} else {
@@ -453,7 +470,7 @@ type rangeResult struct {
 	err error
 }
 
-func newParallelReader(ctx context.Context, rr RangeReader, key string, o CopyOptions) *parallelReader {
+func newParallelReader(ctx context.Context, rr RangeReader, loc, key string, o CopyOptions) *parallelReader {
 	ctx, cancel := context.WithCancel(ctx)
 	p := &parallelReader{
 		ctx: ctx, cancel: cancel,
@@ -462,11 +479,11 @@ func newParallelReader(ctx context.Context, rr RangeReader, key string, o CopyOp
 		bufs:  make(chan []byte, o.Parallel),
 	}
 	p.wg.Add(1)
-	go p.launch(rr, key, o)
+	go p.launch(rr, loc, key, o)
 	return p
 }
 
-func (p *parallelReader) launch(rr RangeReader, key string, o CopyOptions) {
+func (p *parallelReader) launch(rr RangeReader, loc, key string, o CopyOptions) {
 	defer p.wg.Done()
 	defer close(p.queue)
 	for off := int64(0); off < o.Size; off += o.PartSize {
@@ -488,12 +505,12 @@ func (p *parallelReader) launch(rr RangeReader, key string, o CopyOptions) {
 				buf = make([]byte, o.PartSize)
 			}
 			buf = buf[:n]
-			ch <- rangeResult{buf, fetchRange(p.ctx, rr, key, off, buf, o.Limiter)}
+			ch <- rangeResult{buf, fetchRange(p.ctx, rr, loc, key, off, buf, o.Limiter)}
 		}()
 	}
 }
 
-func fetchRange(ctx context.Context, rr RangeReader, key string, off int64, buf []byte, lim *RateLimiter) error {
+func fetchRange(ctx context.Context, rr RangeReader, loc, key string, off int64, buf []byte, lim *RateLimiter) error {
 	rc, err := rr.GetRange(ctx, key, off, int64(len(buf)))
 	if err != nil {
 		return err
@@ -501,7 +518,7 @@ func fetchRange(ctx context.Context, rr RangeReader, key string, off int64, buf 
 	defer rc.Close()
 	if _, err := io.ReadFull(lim.Reader(ctx, rc), buf); err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return withKind(ErrIntegrity, fmt.Errorf("the source ended inside bytes %d-%d", off, off+int64(len(buf))-1))
+			return &Error{Op: "get", Location: loc, Key: key, Err: withKind(ErrIntegrity, fmt.Errorf("the object ended inside bytes %d-%d", off, off+int64(len(buf))-1))}
 		}
 		return err
 	}
