@@ -17,6 +17,7 @@ import (
 	"github.com/ehrport/ehrport/cmd/internal/export"
 	ehrcrypto "github.com/ehrport/ehrport/crypto"
 	"github.com/ehrport/ehrport/fhir"
+	"github.com/ehrport/ehrport/fhir/bulk"
 	"github.com/ehrport/ehrport/storage"
 )
 
@@ -31,7 +32,9 @@ Examples:
    ehrport export --from Patient.ndjson.gz --from ./more --to ./exports/run1 --keys ./hospital-keys --on-invalid quarantine
    ehrport export --from ./data --to clouda:exit/run2 --recipient hospital.pub.json --escrow auditor.pub.json --sign-keys ./provider-keys`,
 		Description: `Reads Bundles, NDJSON (.ndjson, .ndjson.gz), single resources (.json,
-.json.gz) and folders of them. Every resource is validated against FHIR R4
+.json.gz) and folders of them, or a FHIR server's Bulk Data $export
+(--from https://host/fhir; token from EHRPORT_BULK_TOKEN; --state FILE and
+--resume continue an interrupted server job). Every resource is validated against FHIR R4
 (DSTU2 and STU3 data is refused, exit 2); the record is the original bytes
 with whitespace removed. Output: one NDJSON stream per resource type, split
 into parts (--split-resources, --split-bytes), each encrypted (docs/format-v1.md)
@@ -56,6 +59,11 @@ Layout and manifest: docs/export-format.md. Guide: docs/export.md.
 			&cli.StringFlag{Name: "split-bytes", Value: "256MiB", Usage: "start a new part after `SIZE` bytes of plaintext"},
 			&cli.IntFlag{Name: "concurrency", Value: export.DefaultConcurrency, Usage: "upload `N` parts at a time"},
 			&cli.StringFlag{Name: "export-id", Usage: "bind the objects to export `ID` (default: time and random)"},
+			&cli.StringSliceFlag{Name: "type", Usage: "server export: only resource `TYPE` (_type; repeatable)"},
+			&cli.StringFlag{Name: "since", Usage: "server export: only resources changed since `INSTANT` (_since)"},
+			&cli.StringFlag{Name: "group", Usage: "server export: export Group `ID` (default: system level)"},
+			&cli.StringFlag{Name: "state", Usage: "server export: save the job state to `FILE` (0600) so --resume can continue it", TakesFile: true},
+			&cli.BoolFlag{Name: "resume", Usage: "server export: continue the job saved in --state FILE instead of starting a new one"},
 		},
 		Action: func(c *cli.Context) error {
 			g, err := globalsFrom(c)
@@ -69,10 +77,20 @@ Layout and manifest: docs/export-format.md. Guide: docs/export.md.
 			if len(from) == 0 {
 				return usagef("--from PATH is required")
 			}
+			server := ""
 			for _, f := range from {
 				if strings.HasPrefix(f, "http://") || strings.HasPrefix(f, "https://") {
-					return usagef("--from %s: exporting from a FHIR server ($export) is not available yet; export to files first and give the folder", f)
+					if len(from) > 1 {
+						return usagef("--from %s: a FHIR server is the only input of an export", f)
+					}
+					server = f
 				}
+			}
+			if server == "" && (c.Bool("resume") || c.String("state") != "" || len(c.StringSlice("type")) > 0 || c.String("since") != "" || c.String("group") != "") {
+				return usagef("--resume, --state, --type, --since and --group apply to --from https://.../fhir only")
+			}
+			if c.Bool("resume") && c.String("state") == "" {
+				return usagef("--resume needs --state FILE, the state saved by the interrupted export")
 			}
 			if c.String("to") == "" {
 				return usagef("--to STORE_REF is required")
@@ -92,7 +110,9 @@ Layout and manifest: docs/export-format.md. Guide: docs/export.md.
 				Recipients: c.StringSlice("recipient"), Escrow: c.StringSlice("escrow"), SignKeys: c.String("sign-keys"),
 				Unsigned: c.Bool("unsigned"), Policy: pol, SplitBundles: c.Bool("split-bundles"),
 				StrictRefs: c.Bool("strict-references"), SplitResources: c.Int64("split-resources"), SplitBytes: sb,
-				Concurrency: c.Int("concurrency"), ExportID: c.String("export-id")}).Run(c.Context)
+				Concurrency: c.Int("concurrency"), ExportID: c.String("export-id"),
+				Server: server, Types: c.StringSlice("type"), Since: c.String("since"), Group: c.String("group"),
+				StateFile: c.String("state"), Resume: c.Bool("resume")}).Run(c.Context)
 		},
 	}
 }
@@ -113,6 +133,12 @@ type exportCmdOptions struct {
 	SplitBytes     int64
 	Concurrency    int
 	ExportID       string
+
+	// A FHIR server's $export instead of files.
+	Server, Since, Group string
+	Types                []string
+	StateFile            string
+	Resume               bool
 }
 
 func (o *exportCmdOptions) Run(ctx context.Context) error {
@@ -152,7 +178,15 @@ func (o *exportCmdOptions) Run(ctx context.Context) error {
 		}
 	}
 	var findings, dangling int
-	eo := &export.Options{Paths: o.From, Store: st, Recipients: rs, Signer: signer, Unsigned: o.Unsigned,
+	paths := o.From
+	var src *export.BulkSource
+	if o.Server != "" {
+		if src, err = o.bulkSource(); err != nil {
+			return err
+		}
+		paths = nil
+	}
+	eo := &export.Options{Paths: paths, Bulk: src, Store: st, Recipients: rs, Signer: signer, Unsigned: o.Unsigned,
 		Policy: o.Policy, SplitBundles: o.SplitBundles, StrictReferences: o.StrictRefs,
 		SplitResources: o.SplitResources, SplitBytes: o.SplitBytes, Concurrency: o.Concurrency, ExportID: o.ExportID,
 		Log: o.Log,
@@ -174,6 +208,9 @@ func (o *exportCmdOptions) Run(ctx context.Context) error {
 				o.Log.Warn("more findings are counted in the summary, not printed (--log-level debug prints them)")
 			}
 		},
+	}
+	if src != nil {
+		eo.Request = "ehrport export (FHIR Bulk Data $export)"
 	}
 	eo.Progress, eo.ProgressEvery = progressPrinter(o.globals, "export")
 	sum, err := eo.Run(ctx)
@@ -257,4 +294,38 @@ func progressPrinter(g *globals, what string) (func(export.Progress), time.Durat
 		}
 		g.Log.Info(what+" progress", "resources", p.Resources, "plaintext_bytes", p.PlaintextBytes, "objects_stored", p.Uploaded, "elapsed", p.Elapsed.Truncate(time.Second).String())
 	}, 10 * time.Second
+}
+
+// bulkSource builds the $export client. The bearer token, if the server
+// needs one, comes from EHRPORT_BULK_TOKEN, never from the command line.
+func (o *exportCmdOptions) bulkSource() (*export.BulkSource, error) {
+	bo := bulk.Options{BaseURL: o.Server, Events: func(ev bulk.Event) { o.Log.Debug("bulk", "event", fmt.Sprint(ev)) }}
+	if tok := os.Getenv("EHRPORT_BULK_TOKEN"); tok != "" {
+		bo.Auth = bulk.StaticToken(tok)
+	}
+	client, err := bulk.New(bo)
+	if err != nil {
+		return nil, usagef("--from %s: %v", o.Server, err)
+	}
+	src := &export.BulkSource{Client: client, Request: bulk.Request{Level: bulk.LevelSystem, Types: o.Types, Since: o.Since}}
+	if o.Group != "" {
+		src.Request.Level, src.Request.GroupID = bulk.LevelGroup, o.Group
+	}
+	if o.Resume {
+		f, err := os.Open(o.StateFile)
+		if err != nil {
+			return nil, usagef("--resume: %v", err)
+		}
+		defer f.Close()
+		if src.State, err = bulk.LoadState(f); err != nil {
+			return nil, usagef("--resume: %s: %v", o.StateFile, err)
+		}
+	}
+	if o.StateFile != "" {
+		path := o.StateFile
+		src.Save = func(st *bulk.State) error {
+			return ehrcrypto.WriteFileAtomic(path, func(w io.Writer) error { return st.Save(w) })
+		}
+	}
+	return src, nil
 }

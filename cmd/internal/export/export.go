@@ -22,6 +22,7 @@ import (
 
 	ehrcrypto "github.com/ehrport/ehrport/crypto"
 	"github.com/ehrport/ehrport/fhir"
+	"github.com/ehrport/ehrport/fhir/bulk"
 	"github.com/ehrport/ehrport/storage"
 )
 
@@ -30,6 +31,8 @@ import (
 type Options struct {
 	// Paths are the input files and folders (fhir.Walker).
 	Paths []string
+	// Bulk, when set instead of Paths, reads from a FHIR server's $export.
+	Bulk *BulkSource
 	// Store is the target location.
 	Store storage.Store
 	// Recipients wrap every object's DEK (at least one).
@@ -121,8 +124,9 @@ type exporter struct {
 	res      atomic.Int64
 	ptBytes  atomic.Int64
 
-	pending []fhir.Finding // error findings of the item being handled
-	fatal   error
+	pending   []fhir.Finding // error findings of the item being handled
+	fatal     error
+	bulkState *bulk.State
 }
 
 type stream struct {
@@ -196,6 +200,11 @@ func (o *Options) Run(ctx context.Context) (*Summary, error) {
 		e.discard(ctx)
 		return nil, err
 	}
+	if o.Bulk != nil && !o.Bulk.KeepJob && e.bulkState != nil {
+		if err := o.Bulk.Client.Delete(ctx, e.bulkState); err != nil {
+			o.Log.Warn("could not ask the server to delete its export files", "err", err)
+		}
+	}
 	end := time.Now()
 	total := end.Sub(start).Seconds()
 	sum.Timings = Timings{Total: total, WalkEncrypt: walkDone.Sub(start).Seconds(),
@@ -211,8 +220,11 @@ func (o *Options) defaults() error {
 	if o.Store == nil {
 		return errors.New("export: no target store")
 	}
-	if len(o.Paths) == 0 {
+	if len(o.Paths) == 0 && o.Bulk == nil {
 		return fmt.Errorf("%w: no input paths", fhir.ErrBadInput)
+	}
+	if len(o.Paths) > 0 && o.Bulk != nil {
+		return fmt.Errorf("%w: give input files or a FHIR server, not both", fhir.ErrBadInput)
 	}
 	if len(o.Recipients) == 0 {
 		return fmt.Errorf("%w: no recipients: give --keys DIR or --recipient PUB.json", ehrcrypto.ErrPolicy)
@@ -256,13 +268,19 @@ func (o *Options) defaults() error {
 
 func (e *exporter) walk() (fhir.Stats, error) {
 	o := e.o
-	w, err := fhir.NewWalker(o.Paths, fhir.WalkOptions{SplitBundles: o.SplitBundles, Report: e.report})
-	if err != nil {
-		return fhir.Stats{}, err
-	}
-	defer w.Close()
 	c := fhir.NewChecker(fhir.CheckerOptions{Policy: o.Policy, Report: e.report})
-	err = c.Run(w, o.Workers, e.handle)
+	var err error
+	if o.Bulk != nil {
+		err = e.walkBulk(c)
+	} else {
+		var w *fhir.Walker
+		w, err = fhir.NewWalker(o.Paths, fhir.WalkOptions{SplitBundles: o.SplitBundles, Report: e.report})
+		if err != nil {
+			return fhir.Stats{}, err
+		}
+		defer w.Close()
+		err = c.Run(w, o.Workers, e.handle)
+	}
 	if err == nil && e.fatal != nil {
 		err = e.fatal
 	}
