@@ -345,6 +345,11 @@ func copyOnce(ctx context.Context, src, dst Store, key string, o CopyOptions) er
 	}
 	err := dst.Put(ctx, o.DstKey, v, o.Size, PutOptions{SHA256: o.SHA256})
 	if verr := v.verdict(); verr != nil {
+		if err == nil {
+			// A store that commits without reading the whole body breaks
+			// the Store contract; do not leave its object behind.
+			return discard(ctx, dst, o.DstKey, srcErr(verr))
+		}
 		// Held-back last byte: the Put saw a short body and committed nothing.
 		return srcErr(fmt.Errorf("%w; nothing was written to %s", verr, dst.Location()))
 	}
