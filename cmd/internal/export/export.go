@@ -179,16 +179,13 @@ func (o *Options) Run(ctx context.Context) (*Summary, error) {
 	if err == nil {
 		err = e.closeAll()
 	}
+	if err != nil {
+		e.cancel(err) // stop the uploads still queued
+	}
 	close(e.uploads)
 	e.wg.Wait()
 	if err == nil {
-		err = context.Cause(ctx)
-	}
-	if err != nil && ctx.Err() != nil && !errors.Is(err, context.Canceled) {
-		// an upload failed first; report that failure
-		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
-			err = c
-		}
+		err = context.Cause(ctx) // an upload failed
 	}
 	uploadDone := time.Now()
 	var sum *Summary
