@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -376,4 +377,24 @@ func requestFields(b []byte) (method, url string) {
 		i++
 	}
 	return
+}
+
+// NewBundleBytes returns a Bundle kept whole whose bytes are already in
+// memory: one line of a decrypted Bundle NDJSON object, when a restored
+// export is checked the way it was exported. raw must be a JSON object with
+// "resourceType":"Bundle"; opts may be nil for the defaults.
+func NewBundleBytes(raw []byte, pos Position, opts *WalkOptions) (*Bundle, error) {
+	if opts == nil {
+		opts = &WalkOptions{}
+	}
+	rt, btype, id, err := peekTop(bytes.NewReader(raw), opts)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", pos, ErrBadInput, err)
+	}
+	if rt != "Bundle" {
+		return nil, fmt.Errorf("%s: %w: resourceType is %q, not Bundle", pos, ErrBadInput, rt)
+	}
+	pos.Entry = -1
+	return &Bundle{Pos: pos, Type: btype, ID: id, opts: opts,
+		open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw)), nil }}, nil
 }

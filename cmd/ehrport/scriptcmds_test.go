@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
 	"sync"
@@ -79,5 +80,22 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 			ts.Fatalf("sleep: %v", err)
 		}
 		time.Sleep(d)
+	},
+	// flipbyte FILE OFFSET flips the low bit of one byte in place.
+	"flipbyte": func(ts *testscript.TestScript, neg bool, args []string) {
+		if neg || len(args) != 2 {
+			ts.Fatalf("usage: flipbyte FILE OFFSET")
+		}
+		off, err := strconv.Atoi(args[1])
+		if err != nil {
+			ts.Fatalf("flipbyte: %v", err)
+		}
+		path := ts.MkAbs(args[0])
+		b, err := os.ReadFile(path)
+		if err != nil || off >= len(b) {
+			ts.Fatalf("flipbyte: %v (size %d)", err, len(b))
+		}
+		b[off] ^= 1
+		ts.Check(os.WriteFile(path, b, 0o600))
 	},
 }

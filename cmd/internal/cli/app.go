@@ -78,6 +78,7 @@ crypto failure, 4 storage or network failure, 130 interrupted
 			rewrapCommand(),
 			rekeyCommand(),
 			auditCommand(),
+			verifyCommand(),
 			exportCommand(),
 			restoreCommand(),
 			testdataCommand(),
