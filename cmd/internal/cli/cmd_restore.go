@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 
@@ -89,6 +90,9 @@ func (o *restoreCmdOptions) Run(ctx context.Context) error {
 		AllowUnsigned: o.AllowUnsigned, Concurrency: o.Concurrency, Log: o.Log}
 	ro.Progress, ro.ProgressEvery = progressPrinter(o.globals, "restore")
 	sum, err := ro.Run(ctx)
+	if errors.Is(err, export.ErrTargetNotEmpty) {
+		return usagef("%v", err)
+	}
 	if err != nil {
 		return err
 	}

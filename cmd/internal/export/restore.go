@@ -167,6 +167,9 @@ func (o *RestoreOptions) Run(ctx context.Context) (*RestoreSummary, error) {
 	if len(jobs) != len(doc.Objects) {
 		return nil, fmt.Errorf("%w: the summary lists %d objects, the manifest %d", ErrIncomplete, len(doc.Objects), len(jobs))
 	}
+	if err := checkTarget(o.To, jobs); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(o.To, 0o700); err != nil {
 		return nil, err
 	}
@@ -394,4 +397,32 @@ func restoreProgress(o *RestoreOptions, start time.Time, done, bytes *atomic.Int
 		}
 	}()
 	return func() { close(stop); wg.Wait(); o.Progress(snap(true)) }
+}
+
+// ErrTargetNotEmpty is returned when the restore folder holds files that
+// this export would not write: restoring into it would mix two data sets.
+var ErrTargetNotEmpty = errors.New("the restore folder holds files that are not part of this export")
+
+// checkTarget allows a missing or empty folder, or one holding only files
+// of this export (a rerun after an interrupted restore).
+func checkTarget(dir string, jobs []ObjectEntry) error {
+	mine := map[string]bool{}
+	for _, ob := range jobs {
+		mine[filepath.FromSlash(ob.Path)] = true
+		mine[filepath.Dir(filepath.FromSlash(ob.Path))] = true
+	}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if rel == "." || mine[rel] {
+			return nil
+		}
+		return fmt.Errorf("%w: %s (restore into an empty folder)", ErrTargetNotEmpty, p)
+	})
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
 }
