@@ -124,6 +124,7 @@ type exporter struct {
 	res      atomic.Int64
 	ptBytes  atomic.Int64
 
+	reportMu  sync.Mutex
 	pending   []fhir.Finding // error findings of the item being handled
 	fatal     error
 	bulkState *bulk.State
@@ -271,16 +272,18 @@ func (e *exporter) walk() (fhir.Stats, error) {
 		err = e.walkBulk(c)
 	} else {
 		var w *fhir.Walker
-		w, err = fhir.NewWalker(o.Paths, fhir.WalkOptions{SplitBundles: o.SplitBundles, Report: e.report})
+		w, err = fhir.NewWalker(o.Paths, fhir.WalkOptions{SplitBundles: o.SplitBundles, Report: e.reportWalk})
 		if err != nil {
 			return fhir.Stats{}, err
 		}
 		defer w.Close()
 		err = c.Run(w, o.Workers, e.handle)
 	}
+	e.reportMu.Lock()
 	if err == nil && e.fatal != nil {
 		err = e.fatal
 	}
+	e.reportMu.Unlock()
 	if err == nil {
 		if ferr := c.Finish(); ferr != nil {
 			var fe *fhir.FindingsError
@@ -299,9 +302,22 @@ func (e *exporter) walk() (fhir.Stats, error) {
 	return c.Stats(), err
 }
 
-// report receives findings from the walker and the checker, on the
-// goroutine that calls handle, in input order.
+// reportWalk receives the walker's findings, from the walker's goroutine
+// under Checker.Run: they may run ahead of the item being handled, so they
+// never count as that item's reasons for quarantine.
+func (e *exporter) reportWalk(f fhir.Finding) {
+	e.reportMu.Lock()
+	defer e.reportMu.Unlock()
+	if e.o.Findings != nil {
+		e.o.Findings(f)
+	}
+}
+
+// report receives the checker's findings, on the goroutine that calls
+// handle, in input order, before the item they concern is handled.
 func (e *exporter) report(f fhir.Finding) {
+	e.reportMu.Lock()
+	defer e.reportMu.Unlock()
 	if f.Severity == fhir.Error {
 		e.pending = append(e.pending, f)
 		if f.Code == fhir.CodeWrongVersion && e.fatal == nil {
@@ -315,9 +331,13 @@ func (e *exporter) report(f fhir.Finding) {
 }
 
 func (e *exporter) handle(it *fhir.Item, act fhir.Action) error {
-	defer func() { e.pending = e.pending[:0] }()
-	if e.fatal != nil {
-		return e.fatal
+	e.reportMu.Lock()
+	fatal := e.fatal
+	pending := slices.Clone(e.pending)
+	e.pending = e.pending[:0]
+	e.reportMu.Unlock()
+	if fatal != nil {
+		return fatal
 	}
 	if err := e.ctx.Err(); err != nil {
 		return context.Cause(e.ctx)
@@ -362,15 +382,15 @@ func (e *exporter) handle(it *fhir.Item, act fhir.Action) error {
 		e.ptBytes.Add(int64(len(it.Raw)) + 1)
 		return e.maybeRotate(KindData, typ)
 	case fhir.Quarantine:
-		return e.quarantine(it)
+		return e.quarantine(it, pending)
 	}
 	return nil // Duplicate, Skip: counted by the Checker
 }
 
 // quarantine writes one refused item as a JSON line (docs §4).
-func (e *exporter) quarantine(it *fhir.Item) error {
+func (e *exporter) quarantine(it *fhir.Item, pending []fhir.Finding) error {
 	var msgs []string
-	for _, f := range e.pending {
+	for _, f := range pending {
 		msgs = append(msgs, f.String())
 	}
 	if it.Err != nil && len(msgs) == 0 {

@@ -448,3 +448,29 @@ func TestUnsigned(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// --split-bundles exports entries as resources; walker findings (blank
+// lines, links lost by splitting) arrive from another goroutine.
+func TestSplitBundles(t *testing.T) {
+	src := t.TempDir()
+	if _, err := synth.WriteTransactionBundles(src, synth.Options{Patients: 4, Seed: 2}, 2); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(src, "z.ndjson"), "\n{\"resourceType\":\"Basic\",\"id\":\"b1\",\"code\":{\"text\":\"x\"}}\n\n")
+	k := newTestKeys(t)
+	st := localStore(t)
+	o := k.exportOpts(st, src)
+	o.SplitBundles = true
+	var n int
+	o.Findings = func(fhir.Finding) { n++ }
+	sum, err := o.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Counts["Bundle"] != 0 || sum.Counts["Patient"] != 4 || sum.Counts["Basic"] != 1 || n == 0 {
+		t.Fatalf("counts %v, findings %d", sum.Counts, n)
+	}
+	if _, _, err := k.restore(t, st); err != nil {
+		t.Fatal(err)
+	}
+}
