@@ -491,7 +491,7 @@ func (e *exporter) openPart(kind, typ, path string) (*part, error) {
 	// Unlink at once: a crash leaves nothing behind. (Ciphertext only.)
 	_ = os.Remove(f.Name())
 	p := &part{kind: kind, typ: typ, path: path, f: f}
-	p.bw = bufio.NewWriterSize(f, 256<<10)
+	p.bw = bufio.NewWriterSize(f, 64<<10)
 	p.ct = &hashCounter{h: sha256.New(), w: p.bw}
 	sealer, err := ehrcrypto.NewSealer(e.o.Recipients, ehrcrypto.Binding{ExportID: e.o.ExportID, Path: path})
 	if err != nil {
