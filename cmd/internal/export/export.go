@@ -110,7 +110,7 @@ type exporter struct {
 	ctx     context.Context
 	cancel  context.CancelCauseFunc
 	exportI string
-	streams map[string]*stream
+	streams map[streamKey]*stream
 
 	uploads chan *part
 	wg      sync.WaitGroup
@@ -124,11 +124,15 @@ type exporter struct {
 	res      atomic.Int64
 	ptBytes  atomic.Int64
 
+	peek      lineScanner
+	types     map[string]string // interned type names
 	reportMu  sync.Mutex
 	pending   []fhir.Finding // error findings of the item being handled
 	fatal     error
 	bulkState *bulk.State
 }
+
+type streamKey struct{ kind, typ string }
 
 type stream struct {
 	kind, typ string
@@ -167,7 +171,7 @@ func (o *Options) Run(ctx context.Context) (*Summary, error) {
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	e := &exporter{o: o, ctx: ctx, cancel: cancel, exportI: o.ExportID, streams: map[string]*stream{},
+	e := &exporter{o: o, ctx: ctx, cancel: cancel, exportI: o.ExportID, streams: map[streamKey]*stream{},
 		uploads: make(chan *part, o.Concurrency)}
 	for i := 0; i < o.Concurrency; i++ {
 		e.wg.Add(1)
@@ -360,8 +364,8 @@ func (e *exporter) handle(it *fhir.Item, act fhir.Action) error {
 			e.ptBytes.Add(n + 1)
 			return e.maybeRotate(KindData, "Bundle")
 		}
-		tb, id := peekTypeID(it.Raw)
-		typ := string(tb)
+		tb, id := e.peek.peek(it.Raw)
+		typ := e.typeName(tb)
 		if !typeRE.MatchString(typ) {
 			return fmt.Errorf("%w: %s: resourceType %q cannot name an object", fhir.ErrBadInput, it.Pos, typ)
 		}
@@ -385,6 +389,20 @@ func (e *exporter) handle(it *fhir.Item, act fhir.Action) error {
 		return e.quarantine(it, pending)
 	}
 	return nil // Duplicate, Skip: counted by the Checker
+}
+
+// typeName interns resource type names, so routing a resource allocates
+// nothing.
+func (e *exporter) typeName(b []byte) string {
+	if t, ok := e.types[string(b)]; ok {
+		return t
+	}
+	if e.types == nil {
+		e.types = map[string]string{}
+	}
+	t := string(b)
+	e.types[t] = t
+	return t
 }
 
 // quarantine writes one refused item as a JSON line (docs §4).
@@ -453,7 +471,7 @@ func (e *exporter) quarantine(it *fhir.Item, pending []fhir.Finding) error {
 // partFor returns the open part of a stream, closing the current one first
 // when adding next bytes would pass the byte limit.
 func (e *exporter) partFor(kind, typ string, next int64) (*part, error) {
-	k := kind + "/" + typ
+	k := streamKey{kind, typ}
 	s := e.streams[k]
 	if s == nil {
 		s = &stream{kind: kind, typ: typ}
@@ -476,7 +494,7 @@ func (e *exporter) partFor(kind, typ string, next int64) (*part, error) {
 }
 
 func (e *exporter) maybeRotate(kind, typ string) error {
-	s := e.streams[kind+"/"+typ]
+	s := e.streams[streamKey{kind, typ}]
 	if s.cur != nil && (s.cur.scan.lines >= e.o.SplitResources || s.cur.pt.n >= e.o.SplitBytes) {
 		return e.closePart(s)
 	}
@@ -551,11 +569,16 @@ func typeIfData(kind, typ string) string {
 }
 
 func (e *exporter) closeAll() error {
-	keys := make([]string, 0, len(e.streams))
+	keys := make([]streamKey, 0, len(e.streams))
 	for k := range e.streams {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].kind != keys[j].kind {
+			return keys[i].kind < keys[j].kind
+		}
+		return keys[i].typ < keys[j].typ
+	})
 	for _, k := range keys {
 		if s := e.streams[k]; s.cur != nil {
 			if err := e.closePart(s); err != nil {

@@ -44,7 +44,14 @@ func (s *lineScanner) Write(p []byte) (int, error) {
 			case c == '"':
 				s.inStr = false
 				if s.strIsKey {
-					s.key = string(s.buf)
+					switch string(s.buf) { // no allocation
+					case "resourceType":
+						s.key = "resourceType"
+					case "id":
+						s.key = "id"
+					default:
+						s.key = ""
+					}
 				} else if s.capturing {
 					switch s.key {
 					case "resourceType":
@@ -113,7 +120,14 @@ func peekType(raw []byte) string {
 // resource exactly as lineScanner sees them, stopping as soon as both are
 // known (they are usually the first keys).
 func peekTypeID(raw []byte) (typ, id []byte) {
-	s := lineScanner{buf: make([]byte, 0, 64)}
+	var s lineScanner
+	return s.peek(raw)
+}
+
+// peek is peekTypeID reusing s's buffers; the results are valid until the
+// next call.
+func (s *lineScanner) peek(raw []byte) (typ, id []byte) {
+	s.reset()
 	for i := 0; i < len(raw); {
 		end := min(i+128, len(raw))
 		s.Write(raw[i:end])
@@ -123,6 +137,11 @@ func peekTypeID(raw []byte) (typ, id []byte) {
 		}
 	}
 	return s.typ, s.id
+}
+
+func (s *lineScanner) reset() {
+	s.depth, s.inStr, s.esc, s.expectKey, s.strIsKey, s.capturing = 0, false, false, false, false, false
+	s.buf, s.typ, s.id, s.key = s.buf[:0], s.typ[:0], s.id[:0], ""
 }
 
 // addLine records a line whose type and id the caller already knows.
