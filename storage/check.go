@@ -453,3 +453,43 @@ func firstLine(err error) string {
 	s, _, _ := strings.Cut(err.Error(), "\n")
 	return s
 }
+
+// VerifiesChecksums finds out, with one request, whether a store rejects a
+// PUT whose x-amz-checksum-sha256 does not match its body, so that a copy
+// can be proven by the server's verification instead of a read-back. The
+// canary is refused by an honest server and never stored; a server that
+// stores it anyway gets it deleted again. A folder store hashes every Put
+// with a known SHA-256 before committing it, so it counts as verifying.
+func VerifiesChecksums(ctx context.Context, st Store) (bool, error) {
+	s, ok := st.(*S3Store)
+	if !ok {
+		_, local := st.(*LocalStore)
+		return local, nil
+	}
+	run := make([]byte, 6)
+	rand.Read(run)
+	key := canaryPrefix + hex.EncodeToString(run)
+	full, err := s.key(key)
+	if err != nil {
+		return false, err
+	}
+	body := []byte("ehrport checksum canary")
+	wrong := sha256.Sum256([]byte("not the body"))
+	_, err = s.core.PutObject(ctx, s.bucket, full, bytes.NewReader(body), int64(len(body)), "", "", minio.PutObjectOptions{
+		UserMetadata: map[string]string{"x-amz-checksum-sha256": base64.StdEncoding.EncodeToString(wrong[:])},
+	})
+	switch {
+	case err == nil:
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if derr := s.Delete(dctx, key); derr != nil {
+			return false, derr
+		}
+		return false, nil
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		return false, err
+	case errors.Is(classifyS3(err), ErrUnavailable) || errors.Is(classifyS3(err), ErrPermission) || errors.Is(classifyS3(err), ErrNotExist):
+		return false, s.fail("probe checksum", key, err)
+	}
+	return true, nil
+}

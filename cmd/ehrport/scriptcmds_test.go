@@ -1,15 +1,20 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/ehrport/ehrport/storage/storetest"
 )
 
 // scriptCmds are extra script commands shared by every script test.
@@ -97,5 +102,34 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 		}
 		b[off] ^= 1
 		ts.Check(os.WriteFile(path, b, 0o600))
+	},
+	// lyingcloud NAME starts a lying S3 server (gofakes3: accepts any
+	// checksum, stores framing as data) for this script and names it as the
+	// store NAME through EHRPORT_STORE_NAME_* variables.
+	"lyingcloud": func(ts *testscript.TestScript, neg bool, args []string) {
+		if neg || len(args) != 1 {
+			ts.Fatalf("usage: lyingcloud NAME")
+		}
+		srv := storetest.NewLyingCloudServer()
+		ts.Defer(srv.Close)
+		for _, kv := range storetest.LyingCloudEnv(strings.ToUpper(args[0]), srv.URL, 5<<20) {
+			k, v, _ := strings.Cut(kv, "=")
+			ts.Setenv(k, v)
+		}
+	},
+	// fhirbinary FILE BYTES writes a FHIR Binary resource whose data is
+	// BYTES random bytes (base64), to make an export object of a given size.
+	"fhirbinary": func(ts *testscript.TestScript, neg bool, args []string) {
+		if neg || len(args) != 2 {
+			ts.Fatalf("usage: fhirbinary FILE BYTES")
+		}
+		n, err := strconv.Atoi(args[1])
+		if err != nil {
+			ts.Fatalf("fhirbinary: %v", err)
+		}
+		data := make([]byte, n)
+		rand.Read(data)
+		doc := `{"resourceType":"Binary","id":"big","contentType":"application/octet-stream","data":"` + base64.StdEncoding.EncodeToString(data) + `"}`
+		ts.Check(os.WriteFile(ts.MkAbs(args[0]), []byte(doc), 0o600))
 	},
 }

@@ -79,6 +79,7 @@ crypto failure, 4 storage or network failure, 130 interrupted
 			rekeyCommand(),
 			auditCommand(),
 			verifyCommand(),
+			migrateCommand(),
 			exportCommand(),
 			restoreCommand(),
 			testdataCommand(),
