@@ -281,7 +281,16 @@ func progressPrinter(g *globals, what string) (func(export.Progress), time.Durat
 	}
 	if tty {
 		return func(p export.Progress) {
-			line := fmt.Sprintf("\r%s: %d resources, %s, %d objects stored, %s", what, p.Resources, humanBytes(p.PlaintextBytes), p.Uploaded, p.Elapsed.Truncate(time.Second))
+			bar := ""
+			if p.FilesTotal > 0 {
+				const width = 24
+				n := int(p.Files * width / p.FilesTotal)
+				if p.Done {
+					n = width
+				}
+				bar = fmt.Sprintf("[%s%s] %d/%d files, ", strings.Repeat("=", n), strings.Repeat(" ", width-n), p.Files, p.FilesTotal)
+			}
+			line := fmt.Sprintf("\r%s: %s%d resources, %s, %d objects stored, %s", what, bar, p.Resources, humanBytes(p.PlaintextBytes), p.Uploaded, p.Elapsed.Truncate(time.Second))
 			if p.Done {
 				line += "\n"
 			}
@@ -292,7 +301,7 @@ func progressPrinter(g *globals, what string) (func(export.Progress), time.Durat
 		if p.Done {
 			return
 		}
-		g.Log.Info(what+" progress", "resources", p.Resources, "plaintext_bytes", p.PlaintextBytes, "objects_stored", p.Uploaded, "elapsed", p.Elapsed.Truncate(time.Second).String())
+		g.Log.Info(what+" progress", "files", p.Files, "files_total", p.FilesTotal, "resources", p.Resources, "plaintext_bytes", p.PlaintextBytes, "objects_stored", p.Uploaded, "elapsed", p.Elapsed.Truncate(time.Second).String())
 	}, 10 * time.Second
 }
 

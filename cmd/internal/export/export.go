@@ -72,12 +72,13 @@ type Options struct {
 
 // Progress is a snapshot of a running export.
 type Progress struct {
-	Resources      int64
-	PlaintextBytes int64
-	Uploaded       int64 // objects
-	UploadedBytes  int64
-	Elapsed        time.Duration
-	Done           bool
+	Files, FilesTotal int64 // input files started (restore: objects done), of all; 0 total: unknown
+	Resources         int64
+	PlaintextBytes    int64
+	Uploaded          int64 // objects
+	UploadedBytes     int64
+	Elapsed           time.Duration
+	Done              bool
 }
 
 // Summary is what an export reports (ehrport export --json).
@@ -119,6 +120,9 @@ type exporter struct {
 	objects  []ObjectEntry
 	sumObjs  []SummaryObject
 	stanzas  []ehrcrypto.Stanza
+	files    atomic.Int64
+	filesAll atomic.Int64
+	lastFile string
 	uploaded atomic.Int64
 	upBytes  atomic.Int64
 	res      atomic.Int64
@@ -281,6 +285,7 @@ func (e *exporter) walk() (fhir.Stats, error) {
 			return fhir.Stats{}, err
 		}
 		defer w.Close()
+		e.filesAll.Store(int64(len(w.Files())))
 		err = c.Run(w, o.Workers, e.handle)
 	}
 	e.reportMu.Lock()
@@ -345,6 +350,10 @@ func (e *exporter) handle(it *fhir.Item, act fhir.Action) error {
 	}
 	if err := e.ctx.Err(); err != nil {
 		return context.Cause(e.ctx)
+	}
+	if it.Pos.File != e.lastFile {
+		e.lastFile = it.Pos.File
+		e.files.Add(1)
 	}
 	switch act {
 	case fhir.Write:
@@ -773,7 +782,7 @@ func (e *exporter) progress(start time.Time) func() {
 		return func() {}
 	}
 	snap := func(done bool) Progress {
-		return Progress{Resources: e.res.Load(), PlaintextBytes: e.ptBytes.Load(), Uploaded: e.uploaded.Load(),
+		return Progress{Files: e.files.Load(), FilesTotal: e.filesAll.Load(), Resources: e.res.Load(), PlaintextBytes: e.ptBytes.Load(), Uploaded: e.uploaded.Load(),
 			UploadedBytes: e.upBytes.Load(), Elapsed: time.Since(start), Done: done}
 	}
 	stop := make(chan struct{})

@@ -178,8 +178,8 @@ func (o *RestoreOptions) Run(ctx context.Context) (*RestoreSummary, error) {
 	defer cancel(nil)
 	results := make(map[string]*lineResult, len(jobs))
 	var mu sync.Mutex
-	var done, doneBytes atomic.Int64
-	stopProg := restoreProgress(o, start, &done, &doneBytes)
+	var done, doneBytes, doneLines atomic.Int64
+	stopProg := restoreProgress(o, start, int64(len(jobs)), &done, &doneBytes, &doneLines)
 	ch := make(chan ObjectEntry)
 	var wg sync.WaitGroup
 	for i := 0; i < o.Concurrency; i++ {
@@ -200,6 +200,7 @@ func (o *RestoreOptions) Run(ctx context.Context) (*RestoreSummary, error) {
 				mu.Unlock()
 				done.Add(1)
 				doneBytes.Add(r.size)
+				doneLines.Add(r.lines)
 			}
 		}()
 	}
@@ -369,7 +370,7 @@ func getAll(ctx context.Context, st storage.Store, key string, limit int64) ([]b
 	return b, nil
 }
 
-func restoreProgress(o *RestoreOptions, start time.Time, done, bytes *atomic.Int64) func() {
+func restoreProgress(o *RestoreOptions, start time.Time, total int64, done, bytes, lines *atomic.Int64) func() {
 	if o.Progress == nil {
 		return func() {}
 	}
@@ -381,7 +382,8 @@ func restoreProgress(o *RestoreOptions, start time.Time, done, bytes *atomic.Int
 	var wg sync.WaitGroup
 	wg.Add(1)
 	snap := func(d bool) Progress {
-		return Progress{Uploaded: done.Load(), PlaintextBytes: bytes.Load(), Elapsed: time.Since(start), Done: d}
+		n := done.Load()
+		return Progress{Files: n, FilesTotal: total, Uploaded: n, Resources: lines.Load(), PlaintextBytes: bytes.Load(), Elapsed: time.Since(start), Done: d}
 	}
 	go func() {
 		defer wg.Done()
