@@ -286,6 +286,9 @@ func (e *exporter) walk() (fhir.Stats, error) {
 		}
 		defer w.Close()
 		e.filesAll.Store(int64(len(w.Files())))
+		if len(w.Files()) == 0 {
+			o.Log.Warn("no FHIR files (.json, .ndjson, .json.gz, .ndjson.gz) in the inputs: the export will be empty", "ignored_files", len(w.Ignored()))
+		}
 		err = c.Run(w, o.Workers, e.handle)
 	}
 	e.reportMu.Lock()
