@@ -474,3 +474,32 @@ func TestSplitBundles(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A Bundle kept whole with an invalid entry is quarantined whole, encrypted.
+func TestQuarantineBundle(t *testing.T) {
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "b.json"), `{
+  "resourceType": "Bundle", "id": "bq", "type": "collection",
+  "entry": [{"fullUrl": "http://x/Patient/q1", "resource": {"resourceType": "Patient", "id": "q1", "gender": "Male"}}]
+}`)
+	writeFile(t, filepath.Join(src, "p.json"), `{"resourceType":"Patient","id":"ok1"}`)
+	k := newTestKeys(t)
+	st := localStore(t)
+	o := k.exportOpts(st, src)
+	o.Policy = fhir.PolicyQuarantine
+	sum, err := o.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Stats.Quarantined != 1 || sum.Counts["Patient"] != 1 || sum.Counts["Bundle"] != 0 {
+		t.Fatalf("stats %+v counts %v", sum.Stats, sum.Counts)
+	}
+	_, dir, err := k.restore(t, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, _ := os.ReadFile(filepath.Join(dir, "quarantine", "quarantine.000.ndjson"))
+	if !json.Valid(bytes.TrimSpace(q)) || !strings.Contains(string(q), `"resource":{"resourceType":"Bundle","id":"bq"`) || !strings.Contains(string(q), `"type":"Bundle"`) {
+		t.Fatalf("quarantine: %s", q)
+	}
+}
