@@ -57,6 +57,7 @@ func (e *exporter) walkBulk(c *fhir.Checker) error {
 		return err
 	}
 	e.bulkState = st
+	e.txTime = m.TransactionTime // the server's snapshot time: the next --since
 	if err := save(st); err != nil {
 		return err
 	}

@@ -93,6 +93,9 @@ func TestBulkSourceAndResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(dir)
+	if m, _, err := ReadManifest(context.Background(), st1); err != nil || m.TransactionTime != "2026-11-22T05:39:01Z" {
+		t.Fatalf("transactionTime: %v %v", m, err)
+	}
 	if bs.deletes.Load() != 0 || len(saved) == 0 {
 		t.Fatalf("deletes %d, state saved %d bytes", bs.deletes.Load(), len(saved))
 	}

@@ -134,6 +134,7 @@ type exporter struct {
 	pending   []fhir.Finding // error findings of the item being handled
 	fatal     error
 	bulkState *bulk.State
+	txTime    string
 }
 
 type streamKey struct{ kind, typ string }
@@ -696,6 +697,9 @@ func (e *exporter) finish(st fhir.Stats, created time.Time) (*Summary, error) {
 
 	var m Manifest
 	m.TransactionTime = rfc3339(created)
+	if e.txTime != "" {
+		m.TransactionTime = e.txTime
+	}
 	m.Request = o.Request
 	m.Output = []OutputEntry{}
 	m.Error = []OutputEntry{}
