@@ -17,14 +17,15 @@ WITH_TESTBED := set -a && source $(TESTBED_ENV) && set +a &&
 build:
 	$(GO) build -o $(BIN) ./cmd/ehrport
 
-# Unit tests first (no servers), then the real clouds, then the tests that use them.
+# Unit tests first (no servers), then the real clouds, then the tests that use
+# them, one package at a time: fault tests kill and restart the servers.
 test: test-unit testbed-up test-integration
 
 test-unit:
 	$(GO) test -count=1 ./...
 
 test-integration:
-	$(WITH_TESTBED) $(GO) test -count=1 -tags integration -run Integration ./...
+	$(WITH_TESTBED) $(GO) test -count=1 -p 1 -tags integration -run Integration ./...
 
 check:
 	@out=$$(gofmt -l cmd crypto fhir storage); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

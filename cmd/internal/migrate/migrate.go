@@ -210,6 +210,11 @@ func runPlan(ctx context.Context, o Options, rep *Report, plan []item, limiter *
 	done := 0
 	var bytesDone int64
 	work := make(chan item)
+	// A store that stays unavailable after the retry policy is not tried
+	// again for every remaining object: scheduling stops, and what was not
+	// attempted is reported as still missing.
+	feedCtx, stopFeeding := context.WithCancel(ctx)
+	defer stopFeeding()
 	var wg sync.WaitGroup
 	for range o.Concurrency {
 		wg.Add(1)
@@ -217,6 +222,11 @@ func runPlan(ctx context.Context, o Options, rep *Report, plan []item, limiter *
 			defer wg.Done()
 			for it := range work {
 				obj := copyOne(ctx, o, rep, it, limiter)
+				repMu.Lock()
+				if rep.unavailable != nil {
+					stopFeeding()
+				}
+				repMu.Unlock()
 				mu.Lock()
 				done++
 				bytesDone += obj.Size
@@ -227,17 +237,25 @@ func runPlan(ctx context.Context, o Options, rep *Report, plan []item, limiter *
 			}
 		}()
 	}
+	sent := 0
 feed:
 	for _, it := range plan {
 		select {
 		case work <- it:
-		case <-ctx.Done():
+			sent++
+		case <-feedCtx.Done():
 			break feed
 		}
 	}
 	close(work)
 	wg.Wait()
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for _, it := range plan[sent:] {
+		rep.Failed = append(rep.Failed, Object{Key: it.key, Size: it.size, Error: "not attempted: a store was unavailable"})
+	}
+	return nil
 }
 
 var repMu sync.Mutex
@@ -331,6 +349,9 @@ func extraAtTarget(ctx context.Context, o Options, rep *Report, listed map[strin
 	for oi, err := range o.To.List(ctx, "") {
 		if errors.Is(err, storage.ErrNotExist) {
 			return nil // a bucket that is not there yet
+		}
+		if err != nil && rep.unavailable != nil {
+			return nil // already failing: the report says so
 		}
 		if err != nil {
 			return err

@@ -12,7 +12,10 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/ehrport/ehrport/cmd/internal/export"
 	"github.com/ehrport/ehrport/storage"
@@ -276,5 +279,55 @@ func TestMigrateToLyingCloud(t *testing.T) {
 	}
 	if !slices.Contains(keys, "Observation.003.ndjson.ehr") {
 		t.Errorf("the 6 MiB object stored with framing was not caught: failed %v", keys)
+	}
+}
+
+// downAfter is a target that goes down after n successful Puts.
+type downAfter struct {
+	storage.Store
+	mu sync.Mutex
+	n  int
+}
+
+func (d *downAfter) Put(ctx context.Context, key string, r io.Reader, size int64, opts storage.PutOptions) error {
+	d.mu.Lock()
+	d.n--
+	down := d.n < 0
+	d.mu.Unlock()
+	if down {
+		return &storage.Error{Op: "put", Location: d.Location(), Key: key, Err: fmt.Errorf("%w: connection refused", storage.ErrUnavailable)}
+	}
+	return d.Store.Put(ctx, key, r, size, opts)
+}
+
+// A target that stays down stops the run: the rest is not attempted but
+// reported, the manifest is not written, and a rerun finishes the job.
+func TestMigrateTargetDownStopsAndResumes(t *testing.T) {
+	src, dst := local(t, "a"), local(t, "b")
+	fakeExport(t, src, sizes(300, 100))
+	quick := storage.RetryPolicy{Attempts: 2, Base: time.Millisecond, Max: time.Millisecond}
+	start := time.Now()
+	rep, err := Run(context.Background(), Options{From: src, To: &downAfter{Store: dst, n: 10}, Concurrency: 4, Retry: quick})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Unavailable() == nil || rep.ManifestWritten || len(rep.Copied)+len(rep.Failed) != 300 {
+		t.Fatalf("copied %d + failed %d of 300; unavailable %v", len(rep.Copied), len(rep.Failed), rep.Unavailable())
+	}
+	notAttempted := 0
+	for _, f := range rep.Failed {
+		if strings.HasPrefix(f.Error, "not attempted") {
+			notAttempted++
+		}
+	}
+	if notAttempted < 250 {
+		t.Errorf("only %d objects were spared after the target went down", notAttempted)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("failing took %v", d)
+	}
+	rep, err = Run(context.Background(), Options{From: src, To: dst})
+	if err != nil || !rep.Complete() || len(rep.Skipped) != 10 {
+		t.Fatalf("rerun: %v, skipped %d", err, len(rep.Skipped))
 	}
 }
