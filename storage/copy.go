@@ -102,7 +102,7 @@ type CopyOptions struct {
 	// DstKey is the key at the destination; "" means the same key.
 	DstKey string
 	// Parallel is how many range reads of a large object are in flight
-	// (default 4). 1 reads every object with one Get.
+	// (default DefaultCopyParallel). 1 reads every object with one Get.
 	Parallel int
 	// PartSize is the range size for large objects, and the size up to
 	// which an object is read with one Get (default DefaultPartSize).
@@ -124,9 +124,10 @@ type CopyOptions struct {
 	Retry RetryPolicy
 }
 
-// DefaultCopyParallel is the range reads in flight per large object. The
-// test bed (2 cores) did best with few streams; see docs/copy.md.
-const DefaultCopyParallel = 4
+// DefaultCopyParallel is the range reads in flight per large object. On the
+// 2-core test bed 4 ranges (plus the destination's 4 parts) cost a third of
+// the throughput against 1 or 2; see docs/copy.md.
+const DefaultCopyParallel = 2
 
 func (o CopyOptions) withDefaults(key string) CopyOptions {
 	if o.DstKey == "" {

@@ -586,7 +586,7 @@ func BenchmarkCopy(b *testing.B) {
 		parallel int
 	}{
 		{"small", small, 16, 1},
-		{"large", []int64{64 << 20, 64 << 20}, 2, 4},
+		{"large", []int64{64 << 20, 64 << 20}, 2, 0}, // DefaultCopyParallel
 	}
 	for _, set := range sets {
 		type obj struct {
@@ -626,6 +626,18 @@ func BenchmarkCopy(b *testing.B) {
 				_, err := storage.Copy(ctx, src, dst, o.key, storage.CopyOptions{Size: o.size, SHA256: o.sum, Parallel: set.parallel})
 				return err
 			}},
+		}
+		if set.name == "large" {
+			// Range reads in flight per object: 1 is one plain Get.
+			for _, par := range []int{1, 4} {
+				modes = append(modes, struct {
+					name string
+					copy func(ctx context.Context, o obj) error
+				}{fmt.Sprintf("%s-parallel%d", storage.ProofServerChecksum, par), func(ctx context.Context, o obj) error {
+					_, err := storage.Copy(ctx, src, dst, o.key, storage.CopyOptions{Size: o.size, SHA256: o.sum, Parallel: par, TrustServerChecksum: caps.VerifiesChecksums})
+					return err
+				}})
+			}
 		}
 		for _, m := range modes {
 			b.Run(set.name+"/"+m.name, func(b *testing.B) {
