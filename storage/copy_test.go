@@ -695,3 +695,66 @@ func benchStore(b *testing.B, cfg *storage.Config, cloud, prefix string) storage
 	})
 	return st
 }
+
+// boundedSource checks, at every range read, that the copy holds no more
+// than Parallel ranges that the destination has not yet consumed: the
+// memory bound of docs/copy.md.
+type boundedSource struct {
+	*storage.LocalStore
+	consumed  *atomic.Int64
+	parallel  int64
+	part      int64
+	mu        sync.Mutex
+	violation string
+}
+
+func (b *boundedSource) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	if ahead := off - b.consumed.Load(); ahead > b.parallel*b.part {
+		b.mu.Lock()
+		b.violation = fmt.Sprintf("range at %d started with only %d bytes consumed (more than %d ranges ahead)", off, b.consumed.Load(), b.parallel)
+		b.mu.Unlock()
+	}
+	return b.LocalStore.GetRange(ctx, key, off, n)
+}
+
+type countingDst struct {
+	*storage.LocalStore
+	consumed *atomic.Int64
+}
+
+type countReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countReader) Read(p []byte) (int, error) {
+	// A slow consumer: small reads, so ranges pile up if nothing bounds them.
+	n, err := c.r.Read(p[:min(len(p), 4096)])
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (c countingDst) Put(ctx context.Context, key string, r io.Reader, size int64, opts storage.PutOptions) error {
+	return c.LocalStore.Put(ctx, key, countReader{r, c.consumed}, size, opts)
+}
+
+func TestCopyRangesBounded(t *testing.T) {
+	const parallel, parts = 3, 20
+	var consumed atomic.Int64
+	src := &boundedSource{LocalStore: localStore(t), consumed: &consumed, parallel: parallel, part: testPart}
+	dst := countingDst{localStore(t), &consumed}
+	body := randomBytes(20, parts*testPart)
+	sum := sha256.Sum256(body)
+	putLocal(t, src.LocalStore, "big", body)
+	if _, err := storage.Copy(context.Background(), src, dst, "big", storage.CopyOptions{
+		Size: int64(len(body)), SHA256: sum[:], PartSize: testPart, Parallel: parallel, Retry: noRetry, TrustServerChecksum: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if src.violation != "" {
+		t.Fatal(src.violation)
+	}
+	if consumed.Load() != int64(len(body)) {
+		t.Fatalf("destination consumed %d bytes", consumed.Load())
+	}
+}
