@@ -265,3 +265,53 @@ func TestIntegrationServerReportedChecksum(t *testing.T) {
 		}
 	}
 }
+
+// cancellingSource cancels the copy when the third range read starts, or
+// after the first kilobyte of a Get: Ctrl-C mid-copy.
+type cancellingSource struct {
+	*storage.S3Store
+	cancel context.CancelFunc
+	ranges int
+	mu     sync.Mutex
+}
+
+func (c *cancellingSource) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	c.mu.Lock()
+	c.ranges++
+	if c.ranges == 3 {
+		c.cancel()
+	}
+	c.mu.Unlock()
+	return c.S3Store.GetRange(ctx, key, off, n)
+}
+
+func (c *cancellingSource) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	rc, err := c.S3Store.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(io.LimitReader(rc, 1024), &cancellingReader{ctx: ctx, cancel: c.cancel, sent: 1000}), rc}, nil
+}
+
+func TestIntegrationCopyCancelLeavesNothing(t *testing.T) {
+	cfg := testbedConfig(t)
+	run := "copy-cancel-" + randomHex(4) + "/"
+	a := cloudStore(t, cfg, "clouda", run+"src")
+	b := cloudStore(t, cfg, "cloudb", run+"dst")
+	entries := seed(t, a, []int64{4 << 10, 40 << 20}, "c/")
+	for _, e := range entries {
+		ctx, cancel := context.WithCancel(context.Background())
+		src := &cancellingSource{S3Store: a, cancel: cancel}
+		_, err := storage.Copy(ctx, src, b, e.key, storage.CopyOptions{Size: e.size, SHA256: e.sum, PartSize: 8 << 20, TrustServerChecksum: true})
+		cancel()
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("%d bytes: cancelled copy: %v, want context.Canceled", e.size, err)
+		}
+		if _, err := b.Stat(context.Background(), e.key); !errors.Is(err, storage.ErrNotExist) {
+			t.Fatalf("%d bytes: cancelled copy is visible at the destination (stat %v)", e.size, err)
+		}
+	}
+}
