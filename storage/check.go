@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
@@ -347,9 +348,17 @@ func (c *checker) s3Checksum(ctx context.Context, s *S3Store, dir string) {
 	case errors.Is(classifyS3(err), ErrUnavailable) || errors.Is(err, context.Canceled):
 		c.add(result("rejects wrong checksum", err, false, ""))
 	default:
-		c.caps.VerifiesChecksums = true
 		code := minio.ToErrorResponse(err).Code
-		c.add(CheckResult{Name: "rejects wrong checksum", Result: "yes", Detail: "refused with " + code, Passed: true})
+		parts, perr := s.rejectsWrongPartChecksum(ctx, dir+"wrong-part-checksum")
+		switch {
+		case perr != nil:
+			c.add(result("rejects wrong checksum", perr, false, ""))
+		case !parts:
+			c.add(CheckResult{Name: "rejects wrong checksum", Result: "no", Detail: "refused a wrong whole-object checksum (" + code + ") but stored a part with a wrong one: integrity will be proven by read-back", Passed: true})
+		default:
+			c.caps.VerifiesChecksums = true
+			c.add(CheckResult{Name: "rejects wrong checksum", Result: "yes", Detail: "refused a wrong checksum on a PUT (" + code + ") and on a part", Passed: true})
+		}
 	}
 }
 
@@ -490,6 +499,40 @@ func VerifiesChecksums(ctx context.Context, st Store) (bool, error) {
 		return false, err
 	case errors.Is(classifyS3(err), ErrUnavailable) || errors.Is(classifyS3(err), ErrPermission) || errors.Is(classifyS3(err), ErrNotExist):
 		return false, s.fail("probe checksum", key, err)
+	}
+	// Whole PUTs are checked; parts must be too.
+	return s.rejectsWrongPartChecksum(ctx, key+"-part")
+}
+
+// rejectsWrongPartChecksum uploads one part whose x-amz-checksum-sha256
+// belongs to other bytes, then aborts the upload. A Stat is only proof of a
+// multipart copy when the server checks every part like this.
+func (s *S3Store) rejectsWrongPartChecksum(ctx context.Context, key string) (bool, error) {
+	full, err := s.key(key)
+	if err != nil {
+		return false, err
+	}
+	id, err := s.core.NewMultipartUpload(ctx, s.bucket, full, minio.PutObjectOptions{
+		UserMetadata: map[string]string{"x-amz-checksum-algorithm": "SHA256"},
+	})
+	if err != nil {
+		return false, s.fail("probe part checksum", key, err)
+	}
+	defer func() {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		_ = s.core.AbortMultipartUpload(actx, s.bucket, full, id)
+	}()
+	body := []byte("ehrport part checksum canary")
+	wrong := sha256.Sum256([]byte("not the part"))
+	hdr := http.Header{}
+	hdr.Set("x-amz-checksum-sha256", base64.StdEncoding.EncodeToString(wrong[:]))
+	_, err = s.core.PutObjectPart(ctx, s.bucket, full, id, 1, bytes.NewReader(body), int64(len(body)), minio.PutObjectPartOptions{CustomHeader: hdr})
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, context.Canceled) || errors.Is(classifyS3(err), ErrUnavailable):
+		return false, s.fail("probe part checksum", key, err)
 	}
 	return true, nil
 }

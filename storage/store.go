@@ -29,6 +29,10 @@ type Store interface {
 	// object already there. size must be >= 0: callers always know it, and
 	// a known size lets implementations choose part sizes and bound memory.
 	//
+	// If r returns an error, or ends, before size bytes, Put fails and
+	// commits nothing: callers rely on this to hold back a body they have
+	// not finished checking.
+	//
 	// The new object becomes visible to Get, Stat and List only once all
 	// size bytes are stored (and, for S3, verified by the server against
 	// the SHA-256 that Put sends). A Put that fails, is cancelled, or reads
@@ -210,8 +214,13 @@ func (e *exactReader) checkExhausted() error {
 		if n > 0 {
 			return errSizeMismatch
 		}
-		if err != nil {
+		if err == io.EOF {
 			return nil
+		}
+		if err != nil {
+			// The body failed at its very end: the object is not known to
+			// be whole, so it must not be committed.
+			return err
 		}
 	}
 	return nil
