@@ -8,48 +8,19 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
 
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
-
 	"github.com/ehrport/ehrport/storage"
+	"github.com/ehrport/ehrport/storage/storetest"
 )
 
-// lyingCloud serves gofakes3 (in memory) over plain HTTP on 127.0.0.1 and
-// returns an S3Store for a fresh bucket on it. gofakes3 accepts any
-// x-amz-checksum-sha256 without verifying it, and stores the aws-chunked
-// framing of multipart parts as object data: a cloud that says yes to
-// everything, which the copy engine must not believe.
+// lyingCloud is a store on a fresh lying cloud (storetest.LyingCloud):
+// a cloud that says yes to everything, which the copy engine must not believe.
 func lyingCloud(t testing.TB, partSize int64) *storage.S3Store {
 	t.Helper()
-	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
-	t.Cleanup(srv.Close)
-	env := []string{
-		"EHRPORT_STORE_LIAR_ENDPOINT=" + srv.URL,
-		"EHRPORT_STORE_LIAR_ACCESS_KEY=liar",
-		"EHRPORT_STORE_LIAR_SECRET_KEY=liar-secret",
-		"EHRPORT_STORE_LIAR_ALLOW_HTTP=true",
-		"EHRPORT_STORE_LIAR_PATH_STYLE=path",
-		"EHRPORT_STORE_LIAR_REGION=us-east-1",
-		fmt.Sprintf("EHRPORT_STORE_LIAR_PART_SIZE=%d", partSize),
-	}
-	cfg, err := storage.LoadConfig(os.DevNull, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := storage.OpenRef(cfg, "liar:lying-bucket/exports")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s3 := st.(*storage.S3Store)
-	if err := s3.CreateBucket(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return s3
+	return storetest.LyingCloud(t, "lying-bucket", "exports", partSize)
 }
 
 func randomBytes(seed uint64, n int64) []byte {
