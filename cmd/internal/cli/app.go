@@ -83,6 +83,8 @@ crypto failure, 4 storage or network failure, 130 interrupted
 			exportCommand(),
 			restoreCommand(),
 			testdataCommand(),
+			drillCommand(),
+			reportCommand(),
 		},
 		// Errors become exit codes in Main, never inside urfave.
 		ExitErrHandler: func(*cli.Context, error) {},

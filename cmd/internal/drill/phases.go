@@ -1,0 +1,420 @@
+package drill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/ehrport/ehrport/cmd/internal/audit"
+	"github.com/ehrport/ehrport/cmd/internal/export"
+	"github.com/ehrport/ehrport/cmd/internal/migrate"
+	"github.com/ehrport/ehrport/cmd/internal/report"
+	"github.com/ehrport/ehrport/cmd/internal/verify"
+	ehrcrypto "github.com/ehrport/ehrport/crypto"
+	"github.com/ehrport/ehrport/crypto/keys"
+	"github.com/ehrport/ehrport/fhir"
+	"github.com/ehrport/ehrport/storage"
+)
+
+// EUCS and ENISA references (see the evidence notes in docs/drill.md).
+var (
+	eucsComplete   = []string{"PI-02", "PM-05"}
+	eucsFormat     = []string{"PI-01.3", "PI-02.1"}
+	eucsAtRest     = []string{"CKM-03.1", "CKM-03.2", "CKM-03.4"}
+	eucsKeys       = []string{"CKM-03.4", "CKM-04"}
+	eucsIntegrity  = []string{"IM-07", "OPS-09"}
+	eucsRTO        = []string{"PM-05.2", "OPS-08.2", "BC-04"}
+	eucsDeletion   = []string{"PI-03.4"}
+	eucsTransit    = []string{"CKM-02", "PI-01.4"}
+	eucsLocation   = []string{"DOC-03"}
+	enisaCrypto    = []string{"ENISA-HC: data encryption"}
+	enisaPortable  = []string{"ENISA-HC: data portability and interoperability"}
+	enisaIncident  = []string{"ENISA-HC: incident management"}
+	enisaContinuit = []string{"ENISA-HC: business continuity"}
+)
+
+// state carries results between phases.
+type state struct {
+	exportSum  *export.Summary
+	migrateRep *migrate.Report
+	manifestB  bool
+	verifyRep  *verify.Report
+	restoreSum *export.RestoreSummary
+	restoreDir string
+	cmp        *comparison
+	auditRep   *audit.Report
+	decom      *decommission
+}
+
+func (d *drill) run(ctx context.Context) {
+	o := d.o
+	st := &state{}
+	d.st = st
+	verifier, verr := keys.LoadVerifier(filepath.Join(o.Keys.Path, keys.FileVerify))
+
+	// 1. Export.
+	exp := d.timed(PhaseExport, func(p *report.Phase) error {
+		recips, err := o.Keys.Recipients()
+		if err != nil {
+			return err
+		}
+		signer, err := o.Keys.Signer()
+		if err != nil {
+			return err
+		}
+		findings := map[string]int64{}
+		eo := &export.Options{Paths: d.src, Store: o.StoreA, Recipients: recips, Signer: signer,
+			Policy: fhir.PolicyFail, Concurrency: o.Concurrency, Log: o.Log, Request: "ehrport drill",
+			SpoolDir: d.work}
+		sum, err := eo.Run(ctx)
+		if err != nil {
+			return err
+		}
+		st.exportSum = sum
+		for c, n := range sum.Findings {
+			findings[c] += n
+		}
+		for _, c := range sortedKeys(findings) {
+			d.finding(report.Finding{Phase: PhaseExport, Severity: report.SevInfo, Code: "fhir-" + c,
+				Message: fmt.Sprintf("%d finding(s) %q in the source data (the export kept the data as it was)", findings[c], c), EUCS: eucsFormat})
+		}
+		p.Objects, p.Bytes, p.Resources = int64(sum.Objects), sum.PlaintextBytes, sum.Resources
+		p.Summary = fmt.Sprintf("%d resources validated, encrypted into %d objects (%s stored) with a signed manifest written last; export id %s",
+			sum.Resources, sum.Objects, human(sum.StoredBytes), sum.ExportID)
+		d.rep.ExportID = sum.ExportID
+		if o.AfterExport != nil {
+			if err := o.AfterExport(ctx, o.StoreA); err != nil {
+				return fmt.Errorf("%w: %v", errHook, err)
+			}
+		}
+		return nil
+	})
+	if exp.Status != report.StatusPass {
+		why := "the export to A failed: there is nothing to move"
+		for _, n := range []string{PhaseMigrate, PhaseVerify, PhaseRestore, PhaseCompare, PhaseAudit, PhaseDecommission} {
+			d.skip(n, why)
+		}
+		return
+	}
+
+	// 2. Migrate.
+	d.timed(PhaseMigrate, func(p *report.Phase) error {
+		rep, err := migrate.Run(ctx, migrate.Options{From: o.StoreA, To: o.StoreB, Concurrency: o.Concurrency, Log: o.Log})
+		if err != nil {
+			return err
+		}
+		st.migrateRep = rep
+		for _, f := range rep.Failed {
+			d.finding(report.Finding{Phase: PhaseMigrate, Severity: report.SevHigh, Code: "copy-failed", Object: f.Key, Message: f.Error, EUCS: eucsComplete, ENISA: enisaPortable})
+		}
+		for _, f := range rep.MissingAtSource {
+			d.finding(report.Finding{Phase: PhaseMigrate, Severity: report.SevHigh, Code: "missing-at-source", Object: f.Key, Message: "listed in the manifest at A but not there: " + f.Error, EUCS: eucsComplete, ENISA: enisaPortable})
+		}
+		for _, f := range rep.ExtraAtTarget {
+			d.finding(report.Finding{Phase: PhaseMigrate, Severity: report.SevMedium, Code: "extra-at-target", Object: f.Key, Message: "B already held an object the export does not list (left alone)", EUCS: eucsComplete, ENISA: enisaPortable})
+		}
+		p.Objects, p.Bytes = int64(len(rep.Copied)), rep.BytesCopied
+		proof := "each object read back and hashed at B"
+		if rep.TargetVerifiesChecksums {
+			proof = "each object proven by B's own SHA-256 check (probed first)"
+		}
+		p.Summary = fmt.Sprintf("%d objects copied (%s) without decryption, %d already there; %s", len(rep.Copied), human(rep.BytesCopied), len(rep.Skipped), proof)
+		if u := rep.Unavailable(); u != nil {
+			return u
+		}
+		if !rep.ManifestWritten && rep.ManifestNote != "" {
+			p.Summary += "; manifest " + rep.ManifestNote
+		}
+		return nil
+	})
+	if o.AfterMigrate != nil {
+		if err := o.AfterMigrate(ctx, o.StoreB); err != nil {
+			d.finding(report.Finding{Phase: PhaseMigrate, Severity: report.SevHigh, Code: "hook-failed", Message: err.Error()})
+		}
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	m, _, merr := export.ReadManifest(ctx, o.StoreB)
+	if merr == nil {
+		st.manifestB = true
+		x := m.Extension.Ehrport
+		d.rep.Keys.SigningKeyID = x.SigningKeyID
+		d.rep.Keys.Recipients = nil
+		for _, r := range x.Recipients {
+			d.rep.Keys.Recipients = append(d.rep.Keys.Recipients, report.Recipient{Type: r.Type, Role: r.Role, KeyID: r.KeyID, URI: r.URI})
+		}
+	}
+
+	// 3. Verify deep.
+	d.timed(PhaseVerify, func(p *report.Phase) error {
+		if verr != nil {
+			return verr
+		}
+		rep, err := verify.Run(ctx, verify.Options{Store: o.StoreB, Verifier: verifier, Deep: true, Identities: o.Keys.Identities(), Concurrency: o.Concurrency, Log: o.Log})
+		if err != nil {
+			return err
+		}
+		st.verifyRep = rep
+		for _, f := range rep.Findings {
+			msg := f.Message
+			if f.Expected != "" || f.Found != "" {
+				msg += fmt.Sprintf(" (expected %s, found %s)", dash(f.Expected), dash(f.Found))
+			}
+			eucs, enisa := verifyRefs(f.Code)
+			d.finding(report.Finding{Phase: PhaseVerify, Severity: report.SevHigh, Code: f.Code, Object: f.Object, Message: msg, EUCS: eucs, ENISA: enisa})
+		}
+		for _, n := range rep.FHIRNotes {
+			d.finding(report.Finding{Phase: PhaseVerify, Severity: report.SevInfo, Code: "fhir-note", Message: n, EUCS: eucsFormat, ENISA: enisaPortable})
+		}
+		p.Objects, p.Bytes, p.Resources = int64(rep.ObjectsVerified), rep.Bytes, sumCounts(rep.Counts)
+		sig := "signature NOT checked"
+		if rep.SignatureChecked {
+			sig = "manifest signature valid"
+		}
+		p.Summary = fmt.Sprintf("%s; %d of %d objects read back (%s) and decrypted (%s plaintext) with the customer's keys; proof: %s",
+			sig, rep.ObjectsVerified, rep.Objects, human(rep.Bytes), human(rep.PlaintextBytes), rep.Proof)
+		return nil
+	})
+
+	// 4. Restore and compare.
+	if !st.manifestB {
+		why := "B holds no complete export (no manifest.json): " + errString(merr)
+		d.skip(PhaseRestore, why)
+		d.skip(PhaseCompare, why)
+	} else {
+		rs := d.timed(PhaseRestore, func(p *report.Phase) error {
+			if verr != nil {
+				return verr
+			}
+			dir, err := os.MkdirTemp(d.work, "restore-")
+			if err != nil {
+				return err
+			}
+			st.restoreDir = dir
+			ro := &export.RestoreOptions{Store: o.StoreB, To: dir, Identities: o.Keys.Identities(), Verifier: verifier, Concurrency: o.Concurrency, Log: o.Log}
+			sum, err := ro.Run(ctx)
+			if err != nil {
+				eucs, enisa := eucsComplete, enisaPortable
+				if errors.Is(err, ehrcrypto.ErrCorrupt) {
+					eucs, enisa = append(append([]string{}, eucsIntegrity...), eucsComplete...), enisaIncident
+				}
+				d.finding(report.Finding{Phase: PhaseRestore, Severity: report.SevHigh, Code: "restore-failed", Message: oneLine(err.Error()), EUCS: eucs, ENISA: enisa})
+				return nil
+			}
+			st.restoreSum = sum
+			p.Objects, p.Bytes, p.Resources = int64(sum.Objects), sum.PlaintextBytes, sum.Resources
+			p.Summary = fmt.Sprintf("%d resources (%s) restored from B into a private temporary folder after checking the signature and every hash", sum.Resources, human(sum.PlaintextBytes))
+			return nil
+		})
+		if rs.Status != report.StatusPass {
+			d.skip(PhaseCompare, "the restore failed: there is nothing to compare")
+		} else {
+			d.timed(PhaseCompare, func(p *report.Phase) error {
+				defer os.RemoveAll(st.restoreDir)
+				c, err := compare(ctx, d.src, st.restoreDir)
+				if err != nil {
+					return err
+				}
+				st.cmp = c
+				for _, f := range c.findings {
+					f.Phase = PhaseCompare
+					d.finding(f)
+				}
+				p.Resources, p.Bytes, p.Objects = c.sourceResources, c.sourceBytes+c.restoredBytes, int64(c.files)
+				p.Summary = fmt.Sprintf("%d source resources and %d restored resources compared byte for byte: %d equal, %d missing, %d different, %d extra",
+					c.sourceResources, c.restoredResources, c.equal, c.missing, c.differ, c.extra)
+				return nil
+			})
+		}
+	}
+	if st.restoreDir != "" {
+		os.RemoveAll(st.restoreDir) // plaintext never outlives the comparison
+	}
+
+	// 5. Audit B.
+	d.timed(PhaseAudit, func(p *report.Phase) error {
+		rep, err := audit.Run(ctx, audit.Options{Store: o.StoreB, Policy: audit.DefaultPolicy()})
+		if err != nil {
+			return err
+		}
+		st.auditRep = rep
+		for _, f := range rep.Findings {
+			obj := f.Object
+			if f.VersionID != "" {
+				obj += " (version " + f.VersionID + ")"
+			}
+			sev := f.Severity.String()
+			if f.Severity < audit.High && f.Severity > audit.Info {
+				// Below the audit's default threshold: shown, not failing.
+				sev = report.SevLow
+			}
+			d.finding(report.Finding{Phase: PhaseAudit, Severity: sev, Code: f.Code, Object: obj, Message: f.Message, EUCS: f.EUCS, ENISA: f.ENISA})
+		}
+		// The audit reads only the head of each object: a byte rate
+		// would mislead, so only objects are counted.
+		p.Objects = rep.Objects
+		var cls []string
+		for _, c := range sortedKeys(rep.Classes) {
+			cls = append(cls, fmt.Sprintf("%s %d", c, rep.Classes[c]))
+		}
+		p.Summary = fmt.Sprintf("%d objects (%d versions, %s) at B classified without any key: %s", rep.Objects, rep.Versions, human(rep.Bytes), strings.Join(cls, ", "))
+		if n := rep.CountAtLeast(audit.High); n > 0 {
+			p.Status = report.StatusFail
+		}
+		return nil
+	})
+
+	// 6. Decommission A.
+	switch {
+	case !o.DecommissionSource:
+		d.skip(PhaseDecommission, "not requested (--decommission-source)")
+	case !d.allPassed():
+		d.skip(PhaseDecommission, "an earlier phase failed: the export at A is kept")
+	default:
+		d.timed(PhaseDecommission, func(p *report.Phase) error {
+			dc, err := decommissionStore(ctx, o.StoreA)
+			if err != nil {
+				return err
+			}
+			st.decom = dc
+			p.Objects, p.Bytes = int64(dc.deleted), dc.deletedBytes
+			for _, k := range dc.remaining {
+				d.finding(report.Finding{Phase: PhaseDecommission, Severity: report.SevHigh, Code: "not-deleted", Object: k, Message: "still listed at A after deletion", EUCS: eucsDeletion})
+			}
+			if dc.versions > 0 {
+				d.finding(report.Finding{Phase: PhaseDecommission, Severity: report.SevHigh, Code: "versions-remain",
+					Message: fmt.Sprintf("%d object version(s) or delete marker(s) remain at A: the bucket keeps versions; the provider must purge them", dc.versions), EUCS: eucsDeletion})
+			}
+			p.Summary = fmt.Sprintf("%d objects (%s) deleted at A; listing afterwards: %d objects; %s", dc.deleted, human(dc.deletedBytes), len(dc.remaining), dc.versionNote)
+			return nil
+		})
+	}
+}
+
+func (d *drill) allPassed() bool {
+	for _, p := range d.rep.Phases {
+		if p.Status != report.StatusPass {
+			return false
+		}
+	}
+	return true
+}
+
+// verifyRefs maps a verify finding code to its controls.
+func verifyRefs(code string) ([]string, []string) {
+	switch {
+	case strings.HasPrefix(code, "fhir-"):
+		return eucsFormat, enisaPortable
+	case code == "bad-signature", code == "unsigned", code == "bad-manifest", code == "bad-envelope":
+		return eucsIntegrity, enisaIncident
+	case code == "summary-undecryptable":
+		return eucsKeys, enisaCrypto
+	case code == "sha256-mismatch", code == "size-mismatch", code == "plaintext-mismatch":
+		return append(append([]string{}, eucsIntegrity...), eucsComplete...), enisaIncident
+	}
+	return eucsComplete, enisaPortable
+}
+
+type decommission struct {
+	deleted      int
+	deletedBytes int64
+	remaining    []string
+	versions     int
+	versionNote  string
+}
+
+// decommissionStore deletes every object at st, the manifest first (so the
+// location stops claiming a complete export at once), then lists again.
+func decommissionStore(ctx context.Context, st storage.Store) (*decommission, error) {
+	var keysToDelete []storage.ObjectInfo
+	for oi, err := range st.List(ctx, "") {
+		if err != nil {
+			return nil, err
+		}
+		keysToDelete = append(keysToDelete, oi)
+	}
+	sort.SliceStable(keysToDelete, func(i, j int) bool {
+		return keysToDelete[i].Key == export.ManifestKey && keysToDelete[j].Key != export.ManifestKey
+	})
+	dc := &decommission{}
+	for _, oi := range keysToDelete {
+		if err := st.Delete(ctx, oi.Key); err != nil {
+			return nil, err
+		}
+		dc.deleted++
+		dc.deletedBytes += oi.Size
+	}
+	for oi, err := range st.List(ctx, "") {
+		if err != nil {
+			return nil, err
+		}
+		dc.remaining = append(dc.remaining, oi.Key)
+	}
+	if vl, ok := st.(storage.VersionLister); ok {
+		for _, err := range vl.ListVersions(ctx, "") {
+			if err != nil {
+				return nil, err
+			}
+			dc.versions++
+		}
+		dc.versionNote = fmt.Sprintf("version listing afterwards: %d versions and delete markers", dc.versions)
+	} else {
+		dc.versionNote = "the store keeps no versions (" + kindOf(st) + ")"
+	}
+	return dc, nil
+}
+
+func kindOf(st storage.Store) string {
+	if _, ok := st.(*storage.LocalStore); ok {
+		return "a local folder"
+	}
+	return "no version listing"
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func sumCounts(m map[string]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return oneLine(err.Error())
+}
+
+func human(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
