@@ -3,10 +3,12 @@
 package storage_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -133,5 +135,50 @@ func TestIntegrationWrongSecret(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "wrong-secret-value") {
 		t.Fatal("error text carries the secret")
+	}
+}
+
+// ReplaceHead rewrites the start of an object while the server copies the
+// rest: the result must be exactly the new head plus the kept bytes.
+func TestIntegrationReplaceHead(t *testing.T) {
+	cfg := testbedConfig(t)
+	for _, cloud := range []string{"clouda", "cloudb"} {
+		t.Run(cloud, func(t *testing.T) {
+			bucket := bucketFor(t, cfg, cloud)
+			st, err := storage.OpenRef(cfg, cloud+":"+bucket+"/replace-"+randomHex(4))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			body := make([]byte, 12<<20+777)
+			rand.Read(body)
+			if err := st.Put(ctx, "obj", bytes.NewReader(body), int64(len(body)), storage.PutOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			head := bytes.Repeat([]byte("H"), 300)
+			const keep = 120
+			if err := st.(storage.HeadReplacer).ReplaceHead(ctx, "obj", int64(len(body)), head, keep); err != nil {
+				t.Fatal(err)
+			}
+			rc, err := st.Get(ctx, "obj")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := append(append([]byte{}, head...), body[keep:]...); !bytes.Equal(got, want) {
+				t.Fatalf("replaced object: %d bytes, want %d; equal prefix %v", len(got), len(want), bytes.HasPrefix(got, head))
+			}
+			// Too small to pay: the caller is told to rewrite.
+			st.Put(ctx, "small", bytes.NewReader(body[:1000]), 1000, storage.PutOptions{})
+			if err := st.(storage.HeadReplacer).ReplaceHead(ctx, "small", 1000, head, keep); !errors.Is(err, storage.ErrNotSupported) {
+				t.Fatalf("small object: %v, want ErrNotSupported", err)
+			}
+			st.Delete(ctx, "obj")
+			st.Delete(ctx, "small")
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -131,5 +132,15 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 		rand.Read(data)
 		doc := `{"resourceType":"Binary","id":"big","contentType":"application/octet-stream","data":"` + base64.StdEncoding.EncodeToString(data) + `"}`
 		ts.Check(os.WriteFile(ts.MkAbs(args[0]), []byte(doc), 0o600))
+	},
+	// randhex VAR sets VAR to 8 random hex digits: a fresh prefix per run
+	// on the shared test bed.
+	"randhex": func(ts *testscript.TestScript, neg bool, args []string) {
+		if neg || len(args) != 1 {
+			ts.Fatalf("usage: randhex VAR")
+		}
+		b := make([]byte, 4)
+		rand.Read(b)
+		ts.Setenv(args[0], fmt.Sprintf("%x", b))
 	},
 }

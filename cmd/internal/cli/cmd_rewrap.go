@@ -4,12 +4,16 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ehrport/ehrport/cmd/internal/export"
 	ehrcrypto "github.com/ehrport/ehrport/crypto"
+	"github.com/ehrport/ehrport/crypto/keys"
 )
 
 func rewrapCommand() *cli.Command {
@@ -17,8 +21,10 @@ func rewrapCommand() *cli.Command {
 		Name:  "rewrap",
 		Usage: "replace an encrypted file's recipients without touching its payload",
 		UsageText: `ehrport rewrap --keys OLD (--to-keys NEW | --add-recipient PUB.json|KMS-URI ... | --remove-recipient KEYID|KMS-URI ...) IN OUT
+ehrport rewrap --at REF --keys OLD (--to-keys NEW | --add-recipient ... | --remove-recipient ...)
 
 Examples:
+   ehrport rewrap --at cloudb:exit-2026/run1 --keys ./old-keys --to-keys ./new-keys
    ehrport rewrap --keys ./old-keys --to-keys ./new-keys Patient.000.ndjson.ehr Patient.000.ndjson.ehr
    ehrport rewrap --keys ./hospital-keys --add-recipient auditor.pub.json in.ehr out.ehr
    ehrport rewrap --keys ./hospital-keys --remove-recipient 1234567890 in.ehr out.ehr`,
@@ -28,21 +34,38 @@ commitment still binds them. --to-keys replaces every recipient stanza (not
 escrow stanzas) with NEW's primary KEK. Rewrap does not revoke: whoever saw
 the DEK can still read the payload; use 'ehrport rekey' for that.
 The passphrase for NEW comes from EHRPORT_TO_PASSPHRASE, else
-EHRPORT_PASSPHRASE, else the terminal.`,
+EHRPORT_PASSPHRASE, else the terminal.
+
+With --at REF it rotates a whole export at rest: the manifest's signature is
+checked with OLD, every object gets a new header (objects over 10 MiB by a
+server-side copy of the untouched payload where the store supports it, so
+only the header and 5 MiB cross the network), each result is proven, and
+the manifest is rewritten with the new sizes and hashes and signed with
+NEW's signing key (OLD's when only recipients are added or removed). A rerun
+after an interruption recognises objects already rewrapped and finishes.`,
 		Flags: []cli.Flag{
 			keysDirFlag("unwrap with the keys of `OLD`"),
 			&cli.StringFlag{Name: "to-keys", Usage: "replace the recipients with the primary KEK of `NEW`", TakesFile: true},
 			&cli.StringSliceFlag{Name: "add-recipient", Usage: "add the public keyset `PUB.json` or a KMS key URI (repeatable)"},
 			&cli.StringSliceFlag{Name: "remove-recipient", Usage: "remove the stanza of key `KEYID` or KMS URI (repeatable)"},
 			&cli.StringSliceFlag{Name: "kms", Usage: "also unwrap with the KMS key `URI`"},
+			&cli.StringFlag{Name: "at", Usage: "rewrap every object of the export at `REF`, and re-sign its manifest"},
+			&cli.BoolFlag{Name: "allow-unsigned", Usage: "with --at: accept an unsigned manifest (not recommended)"},
 		},
 		Action: func(c *cli.Context) error {
 			g, err := globalsFrom(c)
 			if err != nil {
 				return err
 			}
+			if at := c.String("at"); at != "" {
+				if c.NArg() != 0 {
+					return usagef("rewrap --at takes no IN and OUT")
+				}
+				return (&rewrapAtOptions{rewrapOptions: rewrapOptions{globals: g, Keys: c.String("keys"), KMS: c.StringSlice("kms"), ToKeys: c.String("to-keys"),
+					Add: c.StringSlice("add-recipient"), Remove: c.StringSlice("remove-recipient")}, At: at, AllowUnsigned: c.Bool("allow-unsigned")}).Run(c.Context)
+			}
 			if c.NArg() != 2 {
-				return usagef("rewrap needs IN and OUT")
+				return usagef("rewrap needs IN and OUT (or --at REF for a whole export)")
 			}
 			return (&rewrapOptions{globals: g, Keys: c.String("keys"), KMS: c.StringSlice("kms"), ToKeys: c.String("to-keys"),
 				Add: c.StringSlice("add-recipient"), Remove: c.StringSlice("remove-recipient"),
@@ -59,17 +82,15 @@ type rewrapOptions struct {
 	In, Out      string
 }
 
-func (o *rewrapOptions) Run(ctx context.Context) error {
+// change builds the stanza edit the flags ask for. removed counts the
+// stanzas it drops, as the rewrap runs.
+func (o *rewrapOptions) change(ctx context.Context) (change ehrcrypto.RewrapChange, add []ehrcrypto.Recipient, removed *int, err error) {
 	if o.ToKeys == "" && len(o.Add) == 0 && len(o.Remove) == 0 {
-		return usagef("say what to change: --to-keys NEW, --add-recipient or --remove-recipient")
+		return change, nil, nil, usagef("say what to change: --to-keys NEW, --add-recipient or --remove-recipient")
 	}
-	ids, err := identitiesFrom(ctx, o.Keys, o.KMS)
+	add, err = recipientsFrom(ctx, o.ToKeys, o.Add, nil, "EHRPORT_TO_PASSPHRASE", "EHRPORT_PASSPHRASE")
 	if err != nil {
-		return err
-	}
-	add, err := recipientsFrom(ctx, o.ToKeys, o.Add, nil, "EHRPORT_TO_PASSPHRASE", "EHRPORT_PASSPHRASE")
-	if err != nil {
-		return err
+		return change, nil, nil, err
 	}
 	removeIDs := map[uint32]bool{}
 	removeURIs := map[string]bool{}
@@ -80,27 +101,42 @@ func (o *rewrapOptions) Run(ctx context.Context) error {
 		}
 		id, err := strconv.ParseUint(r, 10, 32)
 		if err != nil {
-			return usagef("--remove-recipient %q: want a key id (see ehrport inspect) or a KMS URI", r)
+			return change, nil, nil, usagef("--remove-recipient %q: want a key id (see ehrport inspect) or a KMS URI", r)
 		}
 		removeIDs[uint32(id)] = true
 	}
-	removed := 0
-	change := ehrcrypto.RewrapChange{
+	var mu sync.Mutex
+	removed = new(int)
+	change = ehrcrypto.RewrapChange{
 		Add: add,
 		Keep: func(s *ehrcrypto.Stanza) bool {
 			drop := (o.ToKeys != "" && s.Role == ehrcrypto.RoleRecipient) ||
 				(s.Type != ehrcrypto.StanzaKMS && removeIDs[s.KeyID]) ||
 				(s.Type == ehrcrypto.StanzaKMS && removeURIs[s.Locator])
 			if drop {
-				removed++
+				mu.Lock()
+				*removed++
+				mu.Unlock()
 			}
 			return !drop
 		},
 	}
+	return change, add, removed, nil
+}
+
+func (o *rewrapOptions) Run(ctx context.Context) error {
+	change, add, removedp, err := o.change(ctx)
+	if err != nil {
+		return err
+	}
+	ids, err := identitiesFrom(ctx, o.Keys, o.KMS)
+	if err != nil {
+		return err
+	}
 	if err := ehrcrypto.RewrapFile(o.Out, o.In, ids, change); err != nil {
 		return err
 	}
-	if len(o.Remove) > 0 && removed == 0 {
+	if len(o.Remove) > 0 && *removedp == 0 {
 		fmt.Fprintln(o.Stderr, "ehrport: warning: no stanza matched --remove-recipient")
 	}
 	f, err := os.Open(o.Out)
@@ -114,10 +150,10 @@ func (o *rewrapOptions) Run(ctx context.Context) error {
 	}
 	if o.JSON {
 		return o.printJSON(map[string]any{"operation": "rewrap", "out": o.Out, "payload_changed": false, "dek_changed": false,
-			"stanzas_removed": removed, "stanzas_added": len(add), "stanzas": stanzaJSON(h.Stanzas)})
+			"stanzas_removed": *removedp, "stanzas_added": len(add), "stanzas": stanzaJSON(h.Stanzas)})
 	}
 	fmt.Fprintf(o.Stdout, "rewrapped %s -> %s: header replaced (%d stanza(s) removed, %d added, %d now); payload bytes unchanged, same DEK.\n",
-		o.In, o.Out, removed, len(add), len(h.Stanzas))
+		o.In, o.Out, *removedp, len(add), len(h.Stanzas))
 	fmt.Fprintln(o.Stdout, "note: rewrap does not revoke; anyone who saw the old DEK can still read it. Use 'ehrport rekey' to revoke.")
 	return nil
 }
@@ -194,5 +230,67 @@ func (o *rekeyOptions) Run(ctx context.Context) error {
 		return o.printJSON(map[string]any{"operation": "rekey", "out": o.Out, "payload_changed": true, "dek_changed": true, "recipients": len(rs)})
 	}
 	fmt.Fprintf(o.Stdout, "rekeyed %s -> %s: new DEK, payload re-encrypted for %d recipient(s); the old DEK no longer opens it.\n", o.In, o.Out, len(rs))
+	return nil
+}
+
+type rewrapAtOptions struct {
+	rewrapOptions
+	At            string
+	AllowUnsigned bool
+}
+
+func (o *rewrapAtOptions) Run(ctx context.Context) error {
+	change, _, removedp, err := o.change(ctx)
+	if err != nil {
+		return err
+	}
+	if o.Keys == "" {
+		return usagef("rewrap --at needs --keys OLD")
+	}
+	cfg, err := o.loadConfig()
+	if err != nil {
+		return err
+	}
+	st, err := openExisting(cfg, o.At, "--at")
+	if err != nil {
+		return err
+	}
+	old, err := openKeys(ctx, o.Keys)
+	if err != nil {
+		return err
+	}
+	ids := old.Identities()
+	verifier, err := keys.LoadVerifier(filepath.Join(o.Keys, keys.FileVerify))
+	if err != nil {
+		return err
+	}
+	// The new keys sign the rotated export; when only recipients change,
+	// the old signing key stays.
+	signDir := old
+	var newIDs []ehrcrypto.Identity
+	if o.ToKeys != "" {
+		nd, err := openKeys(ctx, o.ToKeys, "EHRPORT_TO_PASSPHRASE", "EHRPORT_PASSPHRASE")
+		if err != nil {
+			return err
+		}
+		signDir, newIDs = nd, nd.Identities()
+	}
+	signer, err := signDir.Signer()
+	if err != nil {
+		return err
+	}
+	ro := &export.RewrapOptions{Store: st, Identities: ids, Verifier: verifier, AllowUnsigned: o.AllowUnsigned,
+		Change: change, NewIdentities: newIDs, Signer: signer, Log: o.Log}
+	sum, err := ro.Run(ctx)
+	if err != nil {
+		return err
+	}
+	if o.JSON {
+		return o.printJSON(map[string]any{"operation": "rewrap", "payload_changed": false, "dek_changed": false, "summary": sum, "stanzas_removed": *removedp})
+	}
+	fmt.Fprintf(o.Stdout, "rewrapped export %s at %s: %d objects, headers replaced (%d by server-side copy of the payload, %d rewritten, %d already done by an earlier run); payload bytes unchanged, same data keys.\n",
+		sum.ExportID, sum.Location, sum.Objects, sum.ServerSide, sum.Rewritten, sum.Resumed)
+	fmt.Fprintf(o.Stdout, "uploaded %s, copied by the server %s; every object proven; manifest rewritten and signed with key %d (%d recipient stanza(s) per object).\n",
+		humanBytes(sum.BytesUploaded), humanBytes(sum.BytesCopied), signer.KeyID(), sum.Recipients)
 	return nil
 }

@@ -719,32 +719,8 @@ func (e *exporter) finish(st fhir.Stats, created time.Time) (*Summary, error) {
 			m.Output = append(m.Output, OutputEntry{Type: ob.Type, URL: ob.Key})
 		}
 	}
-	if o.Signer != nil {
-		x.Signed = true
-		x.SigningKeyID = o.Signer.KeyID()
-	}
-	mb, err := json.MarshalIndent(m, "", "  ")
+	mb, err := WriteManifest(ctx, o.Store, &m, o.Signer)
 	if err != nil {
-		return nil, err
-	}
-	mb = append(mb, '\n')
-	if o.Signer != nil {
-		sig, err := o.Signer.Sign(SignaturePurpose, mb)
-		if err != nil {
-			return nil, err
-		}
-		sj, err := json.Marshal(Signature{Purpose: SignaturePurpose, KeyID: o.Signer.KeyID(), Signature: sig})
-		if err != nil {
-			return nil, err
-		}
-		sj = append(sj, '\n')
-		if err := putBytes(ctx, o.Store, SignatureKey, sj); err != nil {
-			return nil, err
-		}
-	} else if err := o.Store.Delete(ctx, SignatureKey); err != nil {
-		return nil, err
-	}
-	if err := putBytes(ctx, o.Store, ManifestKey, mb); err != nil {
 		return nil, err
 	}
 
@@ -755,6 +731,42 @@ func (e *exporter) finish(st fhir.Stats, created time.Time) (*Summary, error) {
 	}
 	sum.StoredBytes += int64(len(mb))
 	return sum, nil
+}
+
+// WriteManifest signs m with signer (nil: unsigned) and writes the
+// signature, then manifest.json, last (docs §2). It returns the manifest's
+// exact bytes, which the signature covers.
+func WriteManifest(ctx context.Context, st storage.Store, m *Manifest, signer *ehrcrypto.Signer) ([]byte, error) {
+	x := &m.Extension.Ehrport
+	x.Signed, x.SigningKeyID = signer != nil, 0
+	if signer != nil {
+		x.SigningKeyID = signer.KeyID()
+	}
+	mb, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	mb = append(mb, '\n')
+	if signer != nil {
+		sig, err := signer.Sign(SignaturePurpose, mb)
+		if err != nil {
+			return nil, err
+		}
+		sj, err := json.Marshal(Signature{Purpose: SignaturePurpose, KeyID: signer.KeyID(), Signature: sig})
+		if err != nil {
+			return nil, err
+		}
+		sj = append(sj, '\n')
+		if err := putBytes(ctx, st, SignatureKey, sj); err != nil {
+			return nil, err
+		}
+	} else if err := st.Delete(ctx, SignatureKey); err != nil {
+		return nil, err
+	}
+	if err := putBytes(ctx, st, ManifestKey, mb); err != nil {
+		return nil, err
+	}
+	return mb, nil
 }
 
 func putBytes(ctx context.Context, st storage.Store, key string, b []byte) error {
