@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -144,18 +143,10 @@ func (o *auditOptions) Run(ctx context.Context) error {
 			return usagef("--at %s: no such folder", o.At)
 		}
 	}
-	var mu sync.Mutex
-	last := time.Now()
+	m := newMeter(o.globals, "audit")
 	rep, err := audit.Run(ctx, audit.Options{
 		Store: st, Policy: pol, Concurrency: o.Concurrency,
-		Progress: func(done int64) {
-			mu.Lock()
-			defer mu.Unlock()
-			if time.Since(last) >= 5*time.Second {
-				last = time.Now()
-				o.Log.Info("audit progress", "objects", done)
-			}
-		},
+		Progress: func(done int64) { m.update(int(done), 0, 0) },
 	})
 	if err != nil {
 		return err

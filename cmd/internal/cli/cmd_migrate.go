@@ -110,19 +110,11 @@ func (o *migrateOptions) Run(ctx context.Context) error {
 	if from.Location() == to.Location() {
 		return usagef("--from and --to name the same location")
 	}
-	last := time.Now()
-	start := time.Now()
+	m := newMeter(o.globals, "migrate")
 	rep, err := migrate.Run(ctx, migrate.Options{
 		From: from, To: to, Concurrency: o.Concurrency, Parallel: o.Parallel, PartSize: o.PartSize,
 		BandwidthLimit: o.BandwidthLimit, Shard: o.Shard, Shards: o.Shards, DryRun: o.DryRun, Log: o.Log,
-		Progress: func(p migrate.Progress) {
-			if time.Since(last) >= 5*time.Second || p.Objects == p.Total {
-				last = time.Now()
-				secs := time.Since(start).Seconds()
-				o.Log.Info("migrate progress", "objects", fmt.Sprintf("%d/%d", p.Objects, p.Total), "bytes", p.Bytes,
-					"objects_per_s", fmt.Sprintf("%.0f", float64(p.Objects)/secs), "MB_per_s", fmt.Sprintf("%.1f", float64(p.Bytes)/secs/1e6))
-			}
-		},
+		Progress: func(p migrate.Progress) { m.update(p.Objects, p.Total, p.Bytes) },
 	})
 	if err != nil {
 		return err

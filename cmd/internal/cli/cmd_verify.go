@@ -109,13 +109,8 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 		}
 		opts.Identities = d.Identities()
 	}
-	last := time.Now()
-	progress := func(objects int, bytes int64) {
-		if time.Since(last) >= 5*time.Second {
-			last = time.Now()
-			o.Log.Info("verify progress", "objects", objects, "bytes", bytes)
-		}
-	}
+	m := newMeter(o.globals, "verify")
+	progress := func(objects int, bytes int64) { m.update(objects, 0, bytes) }
 	opts.Progress = progress
 	rep, err := verify.Run(ctx, opts)
 	if err != nil {
