@@ -190,6 +190,9 @@ func printDrill(g *globals, r *report.Report, p report.Paths) {
 		if ph.Throughput.ResourcesPerSecond > 0 {
 			tp += fmt.Sprintf(", %.0f res/s", ph.Throughput.ResourcesPerSecond)
 		}
+		if tp == "" && ph.Throughput.ObjectsPerSecond > 0 {
+			tp = fmt.Sprintf("%.0f objects/s", ph.Throughput.ObjectsPerSecond)
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%s\n", ph.Name, ph.Status,
 			(time.Duration(ph.DurationSeconds * float64(time.Second))).Round(time.Millisecond), ph.Objects, humanBytes(ph.Bytes), ph.Resources, strings.TrimPrefix(tp, ", "))
 	}

@@ -265,7 +265,7 @@ code{font-size:12px}
 The signature in report.json.sig covers report.json; check it with <code>ehrport report verify report.json</code>.</div>
 
 <h2>Phases</h2>
-<svg id="timeline" role="img" aria-label="timeline of the phases" xmlns="http://www.w3.org/2000/svg" width="{{.Timeline.Width}}" height="{{.Timeline.Height}}" viewBox="0 0 {{.Timeline.Width}} {{.Timeline.Height}}">
+<svg id="timeline" role="img" aria-label="timeline of the phases" width="{{.Timeline.Width}}" height="{{.Timeline.Height}}" viewBox="0 0 {{.Timeline.Width}} {{.Timeline.Height}}">
 {{range .Timeline.Ticks}}<line class="grid" x1="{{f1 .X}}" y1="4" x2="{{f1 .X}}" y2="{{$.Timeline.Height}}"/><text x="{{f1 .X}}" y="{{$.Timeline.Height}}" dy="-4" text-anchor="middle">{{.Label}}</text>
 {{end}}{{range .Timeline.Bars}}<text x="4" y="{{.TextY}}">{{.Label}}</text>{{if not .SkippedText}}<rect class="bar-{{.Class}}" x="{{f1 .X}}" y="{{.Y}}" width="{{f1 .W}}" height="20" rx="3"><title>{{.Label}}: {{.Value}}</title></rect>{{end}}<text x="{{f1 .ValueX}}" y="{{.TextY}}">{{.Value}}</text>
 {{end}}{{if .Timeline.HasRTO}}<line class="rto" x1="{{f1 .Timeline.RTOX}}" y1="4" x2="{{f1 .Timeline.RTOX}}" y2="{{.Timeline.Height}}"/><text x="{{f1 .Timeline.RTOX}}" y="14" dx="4" class="mis">{{.Timeline.RTOLabel}}</text>{{end}}
@@ -278,7 +278,7 @@ The signature in report.json.sig covers report.json; check it with <code>ehrport
 {{end}}</table>
 
 <h2>Resources per type: source and target</h2>
-<svg id="counts" role="img" aria-label="resources per type at the source and at the target" xmlns="http://www.w3.org/2000/svg" width="{{.Counts.Width}}" height="{{.Counts.Height}}" viewBox="0 0 {{.Counts.Width}} {{.Counts.Height}}">
+<svg id="counts" role="img" aria-label="resources per type at the source and at the target" width="{{.Counts.Width}}" height="{{.Counts.Height}}" viewBox="0 0 {{.Counts.Width}} {{.Counts.Height}}">
 <rect class="src" x="10" y="8" width="12" height="10"/><text x="26" y="17">source</text><rect class="tgt" x="90" y="8" width="12" height="10"/><text x="106" y="17">target{{if .R.Counts.TargetFrom}} ({{.R.Counts.TargetFrom}}){{end}}</text>
 {{if .Counts.Empty}}<text x="10" y="40">no counts: the phases that count did not run</text>{{end}}
 {{range .Counts.Rows}}<text x="4" y="{{.LabelY}}"{{if .Mismatch}} class="mis"{{end}}>{{.Type}}{{if .Mismatch}} ≠{{end}}</text><rect class="src" x="{{.BarX}}" y="{{.SY}}" width="{{f1 .SW}}" height="{{.BarH}}"/><text x="{{f1 .SValX}}" y="{{.SY}}" dy="8">{{.SVal}}</text><rect class="tgt" x="{{.BarX}}" y="{{.TY}}" width="{{f1 .TW}}" height="{{.BarH}}"/><text x="{{f1 .TValX}}" y="{{.TY}}" dy="8">{{.TVal}}</text>
