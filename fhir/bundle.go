@@ -285,6 +285,9 @@ func (bs *bundleStream) next() ([]byte, error) {
 				bs.inArr, bs.arrFirst = true, true
 				continue
 			}
+			if ok {
+				return nil, s.errf("Bundle.entry must be a JSON array, found %q", c)
+			}
 		}
 		if err := s.value(2); err != nil {
 			return nil, err
@@ -330,9 +333,10 @@ func (ef *entryFields) read(raw []byte) error {
 				ef.fullURL = w.stringAt(i)
 			}
 		case "resource":
-			if raw[i] == '{' {
-				ef.res = span{i, end}
+			if raw[i] != '{' {
+				return errors.New("Bundle.entry.resource must be a JSON object (a FHIR resource)")
 			}
+			ef.res = span{i, end}
 		case "request":
 			if raw[i] == '{' {
 				ef.method, ef.url = requestFields(raw[i:end])

@@ -3,6 +3,7 @@ package fhir
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -35,6 +36,24 @@ func TestNewBundleBytes(t *testing.T) {
 	for _, bad := range []string{`{"resourceType":"Patient","id":"x"}`, `not json`} {
 		if _, err := NewBundleBytes([]byte(bad), Position{File: "f"}, nil); !errors.Is(err, ErrBadInput) {
 			t.Errorf("%s: %v, want ErrBadInput", bad, err)
+		}
+	}
+}
+
+// A Bundle whose entry is not an array, or whose entry's resource is not an
+// object, is bad input with a message saying so, never silently accepted.
+func TestBundleShapeErrors(t *testing.T) {
+	for raw, want := range map[string]string{
+		`{"resourceType":"Bundle","type":"collection","entry":"x"}`:               "Bundle.entry must be a JSON array",
+		`{"resourceType":"Bundle","type":"collection","entry":[{"resource":"x"}]}`: "Bundle.entry.resource must be a JSON object",
+	} {
+		b, err := NewBundleBytes([]byte(raw), Position{File: "b.json"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = b.Entries(func(*Entry) error { return nil })
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", raw, err, want)
 		}
 	}
 }
