@@ -68,7 +68,7 @@ func (d *drill) finish() {
 		if !r.RTO.Met {
 			reasons = append(reasons, fmt.Sprintf("RTO not met: the drill took %s, the RTO is %s", time.Duration(r.TotalSeconds*float64(time.Second)).Round(time.Millisecond), o.RTO))
 			r.Findings = append(r.Findings, report.Finding{Phase: "rto", Severity: report.SevHigh, Code: "rto-exceeded",
-				Message: fmt.Sprintf("total %.3fs exceeds the RTO of %s", r.TotalSeconds, o.RTO), EUCS: eucsRTO, ENISA: enisaContinuit})
+				Message: fmt.Sprintf("total %.3fs exceeds the RTO of %s", r.TotalSeconds, o.RTO), EUCS: eucsRTO, ENISA: enisaPortable})
 		}
 	}
 	r.VerdictReasons = reasons
@@ -171,7 +171,7 @@ func (d *drill) evidence() {
 		EUCS:   eucsIntegrity, ENISA: enisaIncident, Phases: []string{PhaseVerify, PhaseRestore}, Details: det})
 
 	rto := report.Evidence{Claim: "The exit meets the RTO", How: "each phase is timed with its throughput; the total is compared with the agreed RTO",
-		EUCS: eucsRTO, ENISA: enisaContinuit, Phases: []string{PhaseExport, PhaseMigrate, PhaseVerify, PhaseRestore, PhaseCompare, PhaseAudit},
+		EUCS: eucsRTO, ENISA: enisaPortable, Phases: []string{PhaseExport, PhaseMigrate, PhaseVerify, PhaseRestore, PhaseCompare, PhaseAudit},
 		Details: []string{fmt.Sprintf("total %.3fs", r.TotalSeconds)}}
 	switch {
 	case r.RTO == nil:

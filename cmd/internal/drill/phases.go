@@ -22,19 +22,18 @@ import (
 
 // EUCS and ENISA references (see the evidence notes in docs/drill.md).
 var (
-	eucsComplete   = []string{"PI-02", "PM-05"}
-	eucsFormat     = []string{"PI-01.3", "PI-02.1"}
-	eucsAtRest     = []string{"CKM-03.1", "CKM-03.2", "CKM-03.4"}
-	eucsKeys       = []string{"CKM-03.4", "CKM-04"}
-	eucsIntegrity  = []string{"IM-07", "OPS-09"}
-	eucsRTO        = []string{"PM-05.2", "OPS-08.2", "BC-04"}
-	eucsDeletion   = []string{"PI-03.4"}
-	eucsTransit    = []string{"CKM-02", "PI-01.4"}
-	eucsLocation   = []string{"DOC-03"}
-	enisaCrypto    = []string{"ENISA-HC: data encryption"}
-	enisaPortable  = []string{"ENISA-HC: data portability and interoperability"}
-	enisaIncident  = []string{"ENISA-HC: incident management"}
-	enisaContinuit = []string{"ENISA-HC: business continuity"}
+	eucsComplete  = []string{"PI-02", "PM-05"}
+	eucsFormat    = []string{"PI-01.3", "PI-02.1"}
+	eucsAtRest    = []string{"CKM-03.1", "CKM-03.2", "CKM-03.4"}
+	eucsKeys      = []string{"CKM-03.4", "CKM-04"}
+	eucsIntegrity = []string{"IM-07", "OPS-09"}
+	eucsRTO       = []string{"PM-05.2", "OPS-08.2", "BC-04"}
+	eucsDeletion  = []string{"PI-03.4"}
+	eucsTransit   = []string{"CKM-02", "PI-01.4"}
+	eucsLocation  = []string{"DOC-03"}
+	enisaCrypto   = []string{"ENISA-HC: data encryption"}
+	enisaPortable = []string{"ENISA-HC: data portability and interoperability"}
+	enisaIncident = []string{"ENISA-HC: incident management"}
 )
 
 // state carries results between phases.
