@@ -143,7 +143,7 @@ func (o *Options) Run(ctx context.Context) (*Result, error) {
 		o.Version = "dev"
 	}
 	if o.ReportDir != "" {
-		if err := report.PrepareDir(o.ReportDir); err != nil {
+		if err := report.CheckDir(o.ReportDir); err != nil {
 			return nil, err
 		}
 	}
@@ -247,6 +247,9 @@ func (d *drill) setup(ctx context.Context) error {
 		eph  bool
 	}{{"A", o.StoreA, ephA}, {"B", o.StoreB, ephB}} {
 		if err := reachable(ctx, s.st); err != nil {
+			if errors.Is(err, storage.ErrNotExist) {
+				return fmt.Errorf("store %s (%s): %w; create the bucket first: ehrport stores check --create %s", s.role, s.st.Location(), err, s.st.Location())
+			}
 			return fmt.Errorf("store %s (%s): %w", s.role, s.st.Location(), err)
 		}
 		d.rep.Stores = append(d.rep.Stores, describeStore(ctx, s.role, s.st, s.eph))

@@ -41,14 +41,21 @@ func (r *Report) Marshal() ([]byte, error) {
 // PrepareDir creates dir if needed. An existing folder is accepted when it
 // is empty or already holds a report (which will be replaced).
 func PrepareDir(dir string) error {
+	if err := CheckDir(dir); err != nil {
+		return err
+	}
+	return os.MkdirAll(dir, 0o755)
+}
+
+// CheckDir reports whether Write may write into dir (ErrNotReportDir if
+// not), without creating anything.
+func CheckDir(dir string) error {
 	ents, err := os.ReadDir(dir)
 	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return os.MkdirAll(dir, 0o755)
+	case errors.Is(err, os.ErrNotExist), err == nil && len(ents) == 0:
+		return nil
 	case err != nil:
 		return err
-	case len(ents) == 0:
-		return nil
 	}
 	if _, err := os.Stat(filepath.Join(dir, FileJSON)); err == nil {
 		return nil

@@ -224,6 +224,7 @@ const pageHTML = `<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
 <title>ehrport {{.R.Kind}} report: {{.R.Verdict}}</title>
 <style>
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -246,7 +247,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .st.proven{color:#1e7b34}.st.failed{color:#b3261e}.st.measured{color:#1f5fa8}.st.not-run{color:#6b7280}
 .refs{font-size:12px;color:#4a5262}
 svg{background:#fff;border:1px solid #d7dbe2;border-radius:6px;max-width:100%;height:auto}
-svg text{font:12px system-ui,sans-serif;fill:#1d2330}
+svg text{font:12px system-ui,sans-serif;fill:#1d2330}svg text.v{font-size:10px}
 svg .bar-pass{fill:#2e8b47}svg .bar-fail{fill:#c62828}svg .grid{stroke:#e3e6eb}
 svg .rto{stroke:#b3261e;stroke-dasharray:5 4;stroke-width:2}
 svg .src{fill:#2f6db5}svg .tgt{fill:#1b998b}svg .mis{fill:#b3261e;font-weight:700}
@@ -281,7 +282,7 @@ The signature in report.json.sig covers report.json; check it with <code>ehrport
 <svg id="counts" role="img" aria-label="resources per type at the source and at the target" width="{{.Counts.Width}}" height="{{.Counts.Height}}" viewBox="0 0 {{.Counts.Width}} {{.Counts.Height}}">
 <rect class="src" x="10" y="8" width="12" height="10"/><text x="26" y="17">source</text><rect class="tgt" x="90" y="8" width="12" height="10"/><text x="106" y="17">target{{if .R.Counts.TargetFrom}} ({{.R.Counts.TargetFrom}}){{end}}</text>
 {{if .Counts.Empty}}<text x="10" y="40">no counts: the phases that count did not run</text>{{end}}
-{{range .Counts.Rows}}<text x="4" y="{{.LabelY}}"{{if .Mismatch}} class="mis"{{end}}>{{.Type}}{{if .Mismatch}} ≠{{end}}</text><rect class="src" x="{{.BarX}}" y="{{.SY}}" width="{{f1 .SW}}" height="{{.BarH}}"/><text x="{{f1 .SValX}}" y="{{.SY}}" dy="8">{{.SVal}}</text><rect class="tgt" x="{{.BarX}}" y="{{.TY}}" width="{{f1 .TW}}" height="{{.BarH}}"/><text x="{{f1 .TValX}}" y="{{.TY}}" dy="8">{{.TVal}}</text>
+{{range .Counts.Rows}}<text x="4" y="{{.LabelY}}"{{if .Mismatch}} class="mis"{{end}}>{{.Type}}{{if .Mismatch}} ≠{{end}}</text><rect class="src" x="{{.BarX}}" y="{{.SY}}" width="{{f1 .SW}}" height="{{.BarH}}"/><text class="v" x="{{f1 .SValX}}" y="{{.SY}}" dy="8">{{.SVal}}</text><rect class="tgt" x="{{.BarX}}" y="{{.TY}}" width="{{f1 .TW}}" height="{{.BarH}}"/><text class="v" x="{{f1 .TValX}}" y="{{.TY}}" dy="8">{{.TVal}}</text>
 {{end}}</svg>
 
 <h2>Findings</h2>
