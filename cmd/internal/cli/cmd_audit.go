@@ -42,6 +42,7 @@ Examples:
 			&cli.StringFlag{Name: "policy", Usage: "TOML `FILE` with format_version, max_stanzas, required_key_ids, require_escrow, metadata_names, min_payload_entropy (docs/audit.md)", TakesFile: true},
 			&cli.StringFlag{Name: "fail-on", Value: "high", Usage: "exit 1 on findings at or above `SEVERITY`: info, low, medium, high, critical"},
 			&cli.IntFlag{Name: "concurrency", Value: 16, Usage: "objects read at once"},
+			reportFlag(), keysDirFlag("sign the --report with the signing key of `DIR`"),
 		},
 		Action: func(c *cli.Context) error {
 			g, err := globalsFrom(c)
@@ -58,7 +59,11 @@ Examples:
 			if c.Int("concurrency") < 1 || c.Int("concurrency") > 256 {
 				return usagef("--concurrency must be 1 to 256")
 			}
-			return (&auditOptions{globals: g, At: c.String("at"), PolicyFile: c.String("policy"), FailOn: failOn, Concurrency: c.Int("concurrency")}).Run(c.Context)
+			if err := checkReportFlag(c); err != nil {
+				return err
+			}
+			return (&auditOptions{globals: g, At: c.String("at"), PolicyFile: c.String("policy"), FailOn: failOn, Concurrency: c.Int("concurrency"),
+				ReportDir: c.String("report"), Keys: c.String("keys")}).Run(c.Context)
 		},
 	}
 }
@@ -69,6 +74,8 @@ type auditOptions struct {
 	PolicyFile  string
 	FailOn      audit.Severity
 	Concurrency int
+	// ReportDir, when set, receives a signed report (signed with Keys).
+	ReportDir, Keys string
 }
 
 // auditPolicyFile is the --policy schema (docs/audit.md).
@@ -157,6 +164,11 @@ func (o *auditOptions) Run(ctx context.Context) error {
 		}
 	} else {
 		printAudit(o, rep)
+	}
+	if o.ReportDir != "" {
+		if err := auditReport(ctx, o.globals, o.ReportDir, o.Keys, st, rep, o.FailOn); err != nil {
+			return err
+		}
 	}
 	if n := rep.CountAtLeast(o.FailOn); n > 0 {
 		if !o.JSON {

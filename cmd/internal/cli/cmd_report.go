@@ -5,11 +5,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ehrport/ehrport/cmd/internal/audit"
 	"github.com/ehrport/ehrport/cmd/internal/report"
+	"github.com/ehrport/ehrport/cmd/internal/verify"
 	"github.com/ehrport/ehrport/crypto/keys"
+	"github.com/ehrport/ehrport/storage"
 )
 
 func reportCommand() *cli.Command {
@@ -92,4 +96,70 @@ func (o *reportVerifyOptions) Run(ctx context.Context) error {
 	fmt.Fprintf(o.Stdout, "report %s: signature valid (key %d, %s)\n", o.Path, sig.KeyID, vk)
 	fmt.Fprintf(o.Stdout, "%s %s generated %s: verdict %s\n", r.Kind, r.RunID, r.GeneratedAt, r.Verdict)
 	return nil
+}
+
+// reportFlag is the --report flag of audit and verify.
+func reportFlag() *cli.StringFlag {
+	return &cli.StringFlag{Name: "report", Usage: "also write a signed report (report.json, report.html, report.json.sig) into `DIR`; needs --keys DIR to sign it", TakesFile: true}
+}
+
+// checkReportFlag validates --report before any work is done.
+func checkReportFlag(c *cli.Context) error {
+	dir := c.String("report")
+	if dir == "" {
+		return nil
+	}
+	if c.String("keys") == "" {
+		return usagef("--report needs --keys DIR: the report is signed with its signing key")
+	}
+	if err := report.CheckDir(dir); err != nil {
+		return usagef("%v", err)
+	}
+	return nil
+}
+
+// writeCommandReport signs r with the signing key of keysDir and writes it
+// into dir, with signing.pub.json beside it.
+func writeCommandReport(ctx context.Context, g *globals, dir, keysDir string, r *report.Report) error {
+	d, err := openKeys(ctx, keysDir)
+	if err != nil {
+		return err
+	}
+	signer, err := d.Signer()
+	if err != nil {
+		return err
+	}
+	pk, err := os.ReadFile(filepath.Join(keysDir, keys.FileVerify))
+	if err != nil {
+		return err
+	}
+	r.Keys.Dir = keysDir
+	if abs, err := filepath.Abs(keysDir); err == nil {
+		r.Keys.Dir = abs
+	}
+	r.Keys.List = report.KeyList(d)
+	p, err := report.Write(dir, r, signer, pk)
+	if err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	w := g.Stdout
+	if g.JSON {
+		w = g.Stderr
+	}
+	fmt.Fprintf(w, "report: %s (signed: %s; check with: ehrport report verify %s)\n", p.HTML, p.Signature, p.JSON)
+	return nil
+}
+
+func auditReport(ctx context.Context, g *globals, dir, keysDir string, st storage.Store, rep *audit.Report, failOn audit.Severity) error {
+	r := report.FromAudit(rep, failOn, report.DescribeStore(ctx, "audited", st, false), version(), time.Now())
+	return writeCommandReport(ctx, g, dir, keysDir, r)
+}
+
+func verifyReport(ctx context.Context, g *globals, dir, keysDir string, st, against storage.Store, rep, cmp *verify.Report, started time.Time) error {
+	stores := []report.Store{report.DescribeStore(ctx, "verified", st, false)}
+	if against != nil {
+		stores = append(stores, report.DescribeStore(ctx, "reference", against, false))
+	}
+	r := report.FromVerify(rep, cmp, stores, version(), started, time.Now())
+	return writeCommandReport(ctx, g, dir, keysDir, r)
 }

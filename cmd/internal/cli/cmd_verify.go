@@ -49,6 +49,7 @@ Examples:
 			&cli.BoolFlag{Name: "deep", Usage: "decrypt every object and check the plaintext, the counts and the FHIR (needs --keys)"},
 			&cli.StringFlag{Name: "against", Usage: "also compare with the location `REF`, object by object"},
 			&cli.IntFlag{Name: "concurrency", Value: 4, Usage: "objects read at once"},
+			reportFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			g, err := globalsFrom(c)
@@ -64,8 +65,11 @@ Examples:
 			if n := c.Int("concurrency"); n < 1 || n > 256 {
 				return usagef("--concurrency must be 1 to 256")
 			}
+			if err := checkReportFlag(c); err != nil {
+				return err
+			}
 			return (&verifyOptions{globals: g, At: c.String("at"), Keys: c.String("keys"), VerifyKey: c.String("verify-key"),
-				Deep: c.Bool("deep"), Against: c.String("against"), Concurrency: c.Int("concurrency")}).Run(c.Context)
+				Deep: c.Bool("deep"), Against: c.String("against"), Concurrency: c.Int("concurrency"), ReportDir: c.String("report")}).Run(c.Context)
 		},
 	}
 }
@@ -73,6 +77,7 @@ Examples:
 type verifyOptions struct {
 	*globals
 	At, Keys, VerifyKey, Against string
+	ReportDir                    string // a signed report, signed with Keys
 	Deep                         bool
 	Concurrency                  int
 }
@@ -112,6 +117,7 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 	m := newMeter(o.globals, "verify")
 	progress := func(objects int, bytes int64) { m.update(objects, 0, bytes) }
 	opts.Progress = progress
+	started := time.Now()
 	rep, err := verify.Run(ctx, opts)
 	if err != nil {
 		return err
@@ -135,6 +141,11 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 		printVerify(o.globals, "VERIFY "+rep.Location, rep)
 		if cmpRep != nil {
 			printVerify(o.globals, "COMPARE "+rep.Location+" against "+against.Location(), cmpRep)
+		}
+	}
+	if o.ReportDir != "" {
+		if err := verifyReport(ctx, o.globals, o.ReportDir, o.Keys, st, against, rep, cmpRep, started); err != nil {
+			return err
 		}
 	}
 	n := len(rep.Findings)

@@ -252,7 +252,7 @@ func (d *drill) setup(ctx context.Context) error {
 			}
 			return fmt.Errorf("store %s (%s): %w", s.role, s.st.Location(), err)
 		}
-		d.rep.Stores = append(d.rep.Stores, describeStore(ctx, s.role, s.st, s.eph))
+		d.rep.Stores = append(d.rep.Stores, report.DescribeStore(ctx, s.role, s.st, s.eph))
 	}
 	d.recordKeys()
 	return nil
@@ -289,42 +289,6 @@ func reachable(ctx context.Context, st storage.Store) error {
 		return err
 	}
 	return nil
-}
-
-type tlsInfoer interface {
-	TLSInfo(context.Context) (storage.TLSInfo, error)
-}
-type endpointer interface{ Endpoint() string }
-type bucketFacter interface {
-	BucketFacts(context.Context) (storage.BucketFacts, error)
-}
-
-func describeStore(ctx context.Context, role string, st storage.Store, eph bool) report.Store {
-	s := report.Store{Role: role, Location: st.Location(), Kind: "s3", Ephemeral: eph}
-	if ls, ok := st.(*storage.LocalStore); ok {
-		s.Kind = "local"
-		s.Location = ls.Root()
-		if eph {
-			s.Location = "(temporary folder) " + filepath.Base(ls.Root())
-		}
-		return s
-	}
-	if e, ok := st.(endpointer); ok {
-		s.Endpoint = e.Endpoint()
-	}
-	if t, ok := st.(tlsInfoer); ok {
-		if ti, err := t.TLSInfo(ctx); err == nil {
-			s.TLS, s.TLSVersion, s.CertSHA256, s.CertSubject, s.CertNotAfter = ti.TLS, ti.Version, ti.CertSHA256, ti.CertSubject, ti.CertNotAfter
-		} else {
-			s.Note = "TLS facts unavailable: " + err.Error()
-		}
-	}
-	if b, ok := st.(bucketFacter); ok {
-		if bf, err := b.BucketFacts(ctx); err == nil {
-			s.BucketLocation, s.Versioning, s.ObjectLock = bf.Location, bf.Versioning, bf.ObjectLock
-		}
-	}
-	return s
 }
 
 func (d *drill) recordKeys() {

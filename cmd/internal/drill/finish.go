@@ -196,36 +196,9 @@ func (d *drill) evidence() {
 	}
 	add(del)
 
-	tr := report.Evidence{Claim: "Data is encrypted in transit", EUCS: eucsTransit, ENISA: enisaCrypto, Phases: []string{"setup"},
-		How: "http:// endpoints are refused unless explicitly allowed; the TLS version and certificate fingerprint of each endpoint are recorded"}
-	loc := report.Evidence{Claim: "Data location is declared", EUCS: eucsLocation, Phases: []string{"setup"},
-		How: "the endpoint, bucket and the bucket location the server reports are recorded for each store"}
-	tr.Status, loc.Status = report.EvidenceProven, report.EvidenceProven
-	s3 := 0
-	for _, s := range r.Stores {
-		if s.Kind != "s3" {
-			tr.Details = append(tr.Details, fmt.Sprintf("%s: local folder, no network", s.Role))
-			loc.Details = append(loc.Details, fmt.Sprintf("%s: local folder %s", s.Role, s.Location))
-			continue
-		}
-		s3++
-		if s.TLS {
-			tr.Details = append(tr.Details, fmt.Sprintf("%s: %s, %s, certificate sha256 %s", s.Role, s.Endpoint, s.TLSVersion, s.CertSHA256))
-		} else {
-			tr.Status = report.EvidenceFailed
-			tr.Details = append(tr.Details, fmt.Sprintf("%s: %s is plain HTTP", s.Role, s.Endpoint))
-		}
-		bl := s.BucketLocation
-		if bl == "" {
-			bl = "not reported"
-		}
-		loc.Details = append(loc.Details, fmt.Sprintf("%s: %s, endpoint %s, bucket location %s", s.Role, s.Location, s.Endpoint, bl))
+	for _, e := range report.TransitAndLocation(r.Stores) {
+		add(e)
 	}
-	if s3 == 0 {
-		tr.Status, loc.Status = report.EvidenceNotRun, report.EvidenceNotRun
-	}
-	add(tr)
-	add(loc)
 	r.Evidence = ev
 }
 

@@ -29,8 +29,6 @@ var (
 	eucsIntegrity = []string{"IM-07", "OPS-09"}
 	eucsRTO       = []string{"PM-05.2", "OPS-08.2", "BC-04"}
 	eucsDeletion  = []string{"PI-03.4"}
-	eucsTransit   = []string{"CKM-02", "PI-01.4"}
-	eucsLocation  = []string{"DOC-03"}
 	enisaCrypto   = []string{"ENISA-HC: data encryption"}
 	enisaPortable = []string{"ENISA-HC: data portability and interoperability"}
 	enisaIncident = []string{"ENISA-HC: incident management"}
@@ -164,7 +162,7 @@ func (d *drill) run(ctx context.Context) {
 			if f.Expected != "" || f.Found != "" {
 				msg += fmt.Sprintf(" (expected %s, found %s)", dash(f.Expected), dash(f.Found))
 			}
-			eucs, enisa := verifyRefs(f.Code)
+			eucs, enisa := report.VerifyRefs(f.Code)
 			d.finding(report.Finding{Phase: PhaseVerify, Severity: report.SevHigh, Code: f.Code, Object: f.Object, Message: msg, EUCS: eucs, ENISA: enisa})
 		}
 		for _, n := range rep.FHIRNotes {
@@ -302,21 +300,6 @@ func (d *drill) allPassed() bool {
 		}
 	}
 	return true
-}
-
-// verifyRefs maps a verify finding code to its controls.
-func verifyRefs(code string) ([]string, []string) {
-	switch {
-	case strings.HasPrefix(code, "fhir-"):
-		return eucsFormat, enisaPortable
-	case code == "bad-signature", code == "unsigned", code == "bad-manifest", code == "bad-envelope":
-		return eucsIntegrity, enisaIncident
-	case code == "summary-undecryptable":
-		return eucsKeys, enisaCrypto
-	case code == "sha256-mismatch", code == "size-mismatch", code == "plaintext-mismatch":
-		return append(append([]string{}, eucsIntegrity...), eucsComplete...), enisaIncident
-	}
-	return eucsComplete, enisaPortable
 }
 
 type decommission struct {
