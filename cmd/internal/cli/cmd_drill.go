@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -72,6 +73,11 @@ Examples:
 			for _, f := range from {
 				if strings.HasPrefix(f, "http://") || strings.HasPrefix(f, "https://") {
 					return usagef("--from %s: a drill from a FHIR server is not supported yet; export the server's data to files first (ehrport export --from URL) or give the files", f)
+				}
+			}
+			for _, f := range from {
+				if _, err := os.Stat(f); err != nil {
+					return usagef("--from %s: no such file or folder", f)
 				}
 			}
 			if len(from) > 0 && (c.IsSet("patients") || c.IsSet("seed")) {
