@@ -261,7 +261,7 @@ code{font-size:12px}
 <div>ehrport {{.R.Kind}}{{if .R.ExportID}}, export <code>{{.R.ExportID}}</code>{{end}}: total {{seconds .R.TotalSeconds}}{{with .R.RTO}}, RTO {{.Limit}} {{if .Met}}met{{else}}NOT met{{end}}{{end}}</div>
 {{if .R.VerdictReasons}}<ul>{{range .R.VerdictReasons}}<li>{{.}}</li>{{end}}</ul>{{end}}
 </section>
-<h1>Exit drill report</h1>
+<h1>{{if eq .R.Kind "audit"}}Audit report{{else if eq .R.Kind "verify"}}Verification report{{else}}Exit drill report{{end}}</h1>
 <div class="meta">generated {{.R.GeneratedAt}} by {{.R.Tool.Name}} {{.R.Tool.Version}}, run {{.R.RunID}}, report schema v{{.R.SchemaVersion}}.
 The signature in report.json.sig covers report.json; check it with <code>ehrport report verify report.json</code>.</div>
 
