@@ -153,6 +153,9 @@ func (o *drillCmdOptions) Run(ctx context.Context) error {
 		if err := o.printJSON(r); err != nil {
 			return err
 		}
+		if res.Paths.JSON != "" {
+			fmt.Fprintf(o.Stderr, "ehrport: drill: %s, report %s\n", r.Verdict, res.Paths.JSON)
+		}
 	} else {
 		printDrill(o.globals, r, res.Paths)
 	}
