@@ -44,6 +44,7 @@ Examples:
 			&cli.StringFlag{Name: "to", Usage: "where to copy it, `REF`", Required: true},
 			&cli.IntFlag{Name: "concurrency", Value: 8, Usage: "objects copied at once"},
 			&cli.IntFlag{Name: "parallel", Value: 2, Usage: "ranges of one large object read at once"},
+			&cli.IntFlag{Name: "large-in-flight", Value: 1, Usage: "objects over the part size copied at once (each buffers about (parallel+5) × part size)"},
 			&cli.StringFlag{Name: "part-size", Value: "16MiB", Usage: "range `SIZE` for large objects"},
 			&cli.StringFlag{Name: "bw-limit", Usage: "cap the bytes read per second, e.g. 100MiB (a `RATE`)"},
 			&cli.StringFlag{Name: "shard", Usage: "copy only shard `I/N` of the objects (0-based), so N machines can share one migration"},
@@ -58,9 +59,9 @@ Examples:
 				return usagef("migrate takes no arguments; use --from and --to")
 			}
 			o := &migrateOptions{globals: g, From: c.String("from"), To: c.String("to"), Concurrency: c.Int("concurrency"),
-				Parallel: c.Int("parallel"), DryRun: c.Bool("dry-run")}
-			if o.Concurrency < 1 || o.Concurrency > 256 || o.Parallel < 1 || o.Parallel > 64 {
-				return usagef("--concurrency must be 1 to 256 and --parallel 1 to 64")
+				Parallel: c.Int("parallel"), LargeInFlight: c.Int("large-in-flight"), DryRun: c.Bool("dry-run")}
+			if o.Concurrency < 1 || o.Concurrency > 256 || o.Parallel < 1 || o.Parallel > 64 || o.LargeInFlight < 1 || o.LargeInFlight > 64 {
+				return usagef("--concurrency must be 1 to 256, --parallel and --large-in-flight 1 to 64")
 			}
 			if o.PartSize, err = storage.ParseSize(c.String("part-size")); err != nil || o.PartSize < storage.MinPartSize {
 				return usagef("--part-size: give at least 5MiB, e.g. 16MiB")
@@ -88,6 +89,7 @@ type migrateOptions struct {
 	*globals
 	From, To              string
 	Concurrency, Parallel int
+	LargeInFlight         int
 	PartSize              int64
 	BandwidthLimit        int64
 	Shard, Shards         int
@@ -112,7 +114,7 @@ func (o *migrateOptions) Run(ctx context.Context) error {
 	}
 	m := newMeter(o.globals, "migrate")
 	rep, err := migrate.Run(ctx, migrate.Options{
-		From: from, To: to, Concurrency: o.Concurrency, Parallel: o.Parallel, PartSize: o.PartSize,
+		From: from, To: to, Concurrency: o.Concurrency, Parallel: o.Parallel, LargeInFlight: o.LargeInFlight, PartSize: o.PartSize,
 		BandwidthLimit: o.BandwidthLimit, Shard: o.Shard, Shards: o.Shards, DryRun: o.DryRun, Log: o.Log,
 		Progress: func(p migrate.Progress) { m.update(p.Objects, p.Total, p.Bytes) },
 	})

@@ -124,7 +124,7 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 	}
 	var cmpRep *verify.Report
 	if against != nil {
-		cmpRep, err = verify.Compare(ctx, verify.CompareOptions{Store: st, Reference: against, Concurrency: o.Concurrency, Progress: progress})
+		cmpRep, err = verify.CompareByManifest(ctx, rep, verify.CompareOptions{Store: st, Reference: against, Concurrency: o.Concurrency, Progress: progress})
 		if err != nil {
 			return err
 		}

@@ -39,6 +39,12 @@ type Options struct {
 	// (default 2), PartSize their size (default storage.DefaultPartSize).
 	Parallel int
 	PartSize int64
+	// LargeInFlight is how many objects larger than PartSize are copied at
+	// once (default 1), on workers of their own beside the Concurrency ones
+	// for small objects. Each large copy buffers its ranges and the target's
+	// parts (about (Parallel+5) × PartSize), so this bounds memory whatever
+	// the object sizes.
+	LargeInFlight int
 	// BandwidthLimit caps the bytes per second read from the source (and
 	// for read-back proofs); 0 means no cap.
 	BandwidthLimit int64
@@ -137,6 +143,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Parallel <= 0 {
 		o.Parallel = 2
 	}
+	if o.PartSize <= 0 {
+		o.PartSize = storage.DefaultPartSize
+	}
+	if o.LargeInFlight <= 0 {
+		o.LargeInFlight = 1
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -209,50 +221,72 @@ func runPlan(ctx context.Context, o Options, rep *Report, plan []item, limiter *
 	var mu sync.Mutex
 	done := 0
 	var bytesDone int64
-	work := make(chan item)
 	// A store that stays unavailable after the retry policy is not tried
 	// again for every remaining object: scheduling stops, and what was not
 	// attempted is reported as still missing.
 	feedCtx, stopFeeding := context.WithCancel(ctx)
 	defer stopFeeding()
 	var wg sync.WaitGroup
-	for range o.Concurrency {
+	worker := func(work <-chan item) {
+		defer wg.Done()
+		for it := range work {
+			obj := copyOne(ctx, o, rep, it, limiter)
+			repMu.Lock()
+			if rep.unavailable != nil {
+				stopFeeding()
+			}
+			repMu.Unlock()
+			mu.Lock()
+			done++
+			bytesDone += obj.Size
+			if o.Progress != nil {
+				o.Progress(Progress{Objects: done, Total: len(plan), Bytes: bytesDone})
+			}
+			mu.Unlock()
+		}
+	}
+	// Large and small objects have queues and workers of their own, so
+	// memory is bounded by LargeInFlight large copies while small objects
+	// keep flowing beside them.
+	var large, small []item
+	for _, it := range plan {
+		if it.size > o.PartSize {
+			large = append(large, it)
+		} else {
+			small = append(small, it)
+		}
+	}
+	var notSent []item
+	var nsMu sync.Mutex
+	feed := func(items []item, workers int) {
+		work := make(chan item)
+		for range workers {
+			wg.Add(1)
+			go worker(work)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for it := range work {
-				obj := copyOne(ctx, o, rep, it, limiter)
-				repMu.Lock()
-				if rep.unavailable != nil {
-					stopFeeding()
+			defer close(work)
+			for i, it := range items {
+				select {
+				case work <- it:
+				case <-feedCtx.Done():
+					nsMu.Lock()
+					notSent = append(notSent, items[i:]...)
+					nsMu.Unlock()
+					return
 				}
-				repMu.Unlock()
-				mu.Lock()
-				done++
-				bytesDone += obj.Size
-				if o.Progress != nil {
-					o.Progress(Progress{Objects: done, Total: len(plan), Bytes: bytesDone})
-				}
-				mu.Unlock()
 			}
 		}()
 	}
-	sent := 0
-feed:
-	for _, it := range plan {
-		select {
-		case work <- it:
-			sent++
-		case <-feedCtx.Done():
-			break feed
-		}
-	}
-	close(work)
+	feed(large, o.LargeInFlight)
+	feed(small, o.Concurrency)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	for _, it := range plan[sent:] {
+	for _, it := range notSent {
 		rep.Failed = append(rep.Failed, Object{Key: it.key, Size: it.size, Error: "not attempted: a store was unavailable"})
 	}
 	return nil

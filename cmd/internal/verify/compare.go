@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ehrport/ehrport/cmd/internal/export"
 	"github.com/ehrport/ehrport/storage"
 )
 
@@ -158,4 +160,119 @@ func hashObject(ctx context.Context, st storage.Store, key string) (string, int6
 		return "", n, err
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// CompareByManifest compares o.Reference with o.Store when Store's export
+// was just verified (rep, from Run): every object the manifest lists is
+// read once at the reference and must have the manifest's size and SHA-256
+// (the store's copies were checked against the same values), the manifest
+// files must be byte-identical, and the reference must hold nothing else.
+// Each side is so read once. Without a verified manifest it falls back to
+// Compare.
+func CompareByManifest(ctx context.Context, rep *Report, o CompareOptions) (*Report, error) {
+	if rep == nil || rep.manifest == nil {
+		return Compare(ctx, o)
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 4
+	}
+	start := time.Now()
+	out := &Report{Location: o.Store.Location(), ExportID: rep.ExportID,
+		Proof: "the reference read back in full against the same signed manifest the target was verified with (each side read once)"}
+	v := &verifier{rep: out}
+	ext := rep.manifest.Extension.Ehrport
+	listed := map[string]bool{export.ManifestKey: true, export.SignatureKey: true}
+	for _, e := range ext.Objects {
+		listed[e.Key] = true
+	}
+	// The manifest files themselves: byte for byte.
+	for _, key := range []string{export.ManifestKey, export.SignatureKey} {
+		got, err := readSmall(ctx, o.Reference, key)
+		want, werr := readSmall(ctx, o.Store, key)
+		switch {
+		case errors.Is(err, storage.ErrNotExist) && errors.Is(werr, storage.ErrNotExist):
+		case errors.Is(err, storage.ErrNotExist):
+			v.add(Finding{Code: "extra", Object: key, Message: "here but not in " + o.Reference.Location()})
+		case err != nil:
+			return nil, err
+		case werr != nil && !errors.Is(werr, storage.ErrNotExist):
+			return nil, werr
+		case !bytes.Equal(got, want):
+			v.add(Finding{Code: "sha256-mismatch", Object: key, Message: "differs from the reference's"})
+		default:
+			out.Objects++
+			out.ObjectsVerified++
+		}
+	}
+	work := make(chan export.ObjectEntry)
+	var wg sync.WaitGroup
+	var firstErr error
+	var once sync.Once
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range o.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range work {
+				sum, n, err := hashObject(wctx, o.Reference, e.Key)
+				v.mu.Lock()
+				out.Objects++
+				switch {
+				case errors.Is(err, storage.ErrNotExist):
+					v.rep.Findings = append(v.rep.Findings, Finding{Code: "missing-in-reference", Object: e.Key, Message: "listed in the manifest but not in " + o.Reference.Location()})
+				case err != nil:
+					once.Do(func() { firstErr = err; cancel() })
+				case n != e.Size || sum != e.SHA256:
+					v.rep.Findings = append(v.rep.Findings, Finding{Code: "sha256-mismatch", Object: e.Key, Expected: e.SHA256, Found: sum,
+						Message: "the reference's bytes differ from the manifest the target matches"})
+				default:
+					out.ObjectsVerified++
+					out.Bytes += n
+				}
+				objs, b := out.ObjectsVerified, out.Bytes
+				v.mu.Unlock()
+				if o.Progress != nil {
+					o.Progress(objs, b)
+				}
+			}
+		}()
+	}
+feed:
+	for _, e := range ext.Objects {
+		select {
+		case work <- e:
+		case <-wctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	for oi, err := range o.Reference.List(ctx, "") {
+		if err != nil {
+			return nil, err
+		}
+		if !listed[oi.Key] {
+			v.add(Finding{Code: "only-in-reference", Object: oi.Key, Found: fmt.Sprintf("%d bytes", oi.Size), Message: "in " + o.Reference.Location() + " but not in the manifest here"})
+		}
+	}
+	out.NotChecked = []string{"whether the reference is itself a complete, signed export: run verify --at on it"}
+	v.sort()
+	out.Duration = time.Since(start)
+	return out, nil
+}
+
+func readSmall(ctx context.Context, st storage.Store, key string) ([]byte, error) {
+	rc, err := st.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(io.LimitReader(rc, 64<<20))
 }

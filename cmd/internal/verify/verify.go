@@ -71,6 +71,9 @@ type Report struct {
 	Counts           map[string]int64 `json:"counts,omitempty"`
 	Proof            string           `json:"proof"`
 	Findings         []Finding        `json:"findings"`
+	// manifest is the manifest verified, for a comparison that follows.
+	manifest      *export.Manifest
+	manifestBytes []byte
 	// FHIRNotes are FHIR findings the source data already had at export.
 	FHIRNotes  []string      `json:"fhir_notes,omitempty"`
 	NotChecked []string      `json:"not_checked"`
@@ -137,6 +140,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return rep, nil
 	}
 	ext := m.Extension.Ehrport
+	rep.manifest, rep.manifestBytes = m, mb
 	v.exportID = ext.ExportID
 	rep.ExportID = ext.ExportID
 	rep.Objects = len(ext.Objects)
