@@ -206,7 +206,13 @@ func printDrill(g *globals, r *report.Report, p report.Paths) {
 			(time.Duration(ph.DurationSeconds * float64(time.Second))).Round(time.Millisecond), ph.Objects, humanBytes(ph.Bytes), ph.Resources, strings.TrimPrefix(tp, ", "))
 	}
 	tw.Flush()
-	if n := r.Failing(); n > 0 {
+	n := 0
+	for _, f := range r.Findings {
+		if f.Severity != report.SevInfo {
+			n++
+		}
+	}
+	if n > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "PHASE\tSEVERITY\tCODE\tOBJECT\tFINDING")

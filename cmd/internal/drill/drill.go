@@ -330,7 +330,7 @@ func (d *drill) timed(name string, fn func(p *report.Phase) error) *report.Phase
 	}
 	p.SetThroughput()
 	for _, f := range d.rep.Findings {
-		if f.Phase == name && f.Severity != report.SevInfo {
+		if f.Phase == name && report.Severe(f.Severity) {
 			p.Findings++
 		}
 	}

@@ -245,12 +245,9 @@ func (d *drill) run(ctx context.Context) {
 			if f.VersionID != "" {
 				obj += " (version " + f.VersionID + ")"
 			}
-			sev := f.Severity.String()
-			if f.Severity < audit.High && f.Severity > audit.Info {
-				// Below the audit's default threshold: shown, not failing.
-				sev = report.SevLow
-			}
-			d.finding(report.Finding{Phase: PhaseAudit, Severity: sev, Code: f.Code, Object: obj, Message: f.Message, EUCS: f.EUCS, ENISA: f.ENISA})
+			// Below high (the audit's default --fail-on), a finding is a
+			// warning: shown, not failing (report.Severe).
+			d.finding(report.Finding{Phase: PhaseAudit, Severity: f.Severity.String(), Code: f.Code, Object: obj, Message: f.Message, EUCS: f.EUCS, ENISA: f.ENISA})
 		}
 		// The audit reads only the head of each object: a byte rate
 		// would mislead, so only objects are counted.

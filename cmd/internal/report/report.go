@@ -239,11 +239,15 @@ type Evidence struct {
 	Details []string `json:"details,omitempty"`
 }
 
-// Failing counts findings above info.
+// Severe reports whether a finding of severity s fails a drill: high and
+// critical do; low and medium are warnings; info is a recorded fact.
+func Severe(s string) bool { return s == SevHigh || s == SevCritical }
+
+// Failing counts the findings that fail a drill.
 func (r *Report) Failing() int {
 	n := 0
 	for _, f := range r.Findings {
-		if f.Severity != SevInfo {
+		if Severe(f.Severity) {
 			n++
 		}
 	}
