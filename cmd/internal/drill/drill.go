@@ -129,7 +129,8 @@ type drill struct {
 // at all (a store or the key directory unusable before the first phase, the
 // report not writable) or was interrupted; everything else is in the
 // report, whose Verdict says PASS or FAIL.
-func (o *Options) Run(ctx context.Context) (*Result, error) {
+func (opts *Options) Run(ctx context.Context) (*Result, error) {
+	o := *opts // defaults and ephemeral parts never leak into the caller's Options
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -152,7 +153,7 @@ func (o *Options) Run(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(work)
-	d := &drill{o: o, work: work}
+	d := &drill{o: &o, work: work}
 	if err := d.setup(ctx); err != nil {
 		return nil, err
 	}
