@@ -95,6 +95,9 @@ func (o *reportVerifyOptions) Run(ctx context.Context) error {
 	}
 	fmt.Fprintf(o.Stdout, "report %s: signature valid (key %d, %s)\n", o.Path, sig.KeyID, vk)
 	fmt.Fprintf(o.Stdout, "%s %s generated %s: verdict %s\n", r.Kind, r.RunID, r.GeneratedAt, r.Verdict)
+	if o.VerifyKey == "" && o.Keys == "" {
+		fmt.Fprintf(o.Stdout, "note: the key beside the report proves it is unchanged since it was signed, not who signed it: check that key %d is the hospital's (ehrport keys list), or verify with --keys DIR\n", sig.KeyID)
+	}
 	return nil
 }
 
