@@ -43,6 +43,9 @@ TMO=${BENCH_TIMEOUT:-600}
 TOOLS=(ehrport rclone mc s5cmd)
 PEERS=(rclone mc s5cmd)
 T_START=$(now_ms)
+# What ehrport is measured: the commit, and whether the tree had changes.
+REV=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
+git diff --quiet HEAD -- cmd crypto fhir storage go.mod 2>/dev/null || REV="$REV + uncommitted changes"
 
 export PATH="$EHRPORT_BIN:$PATH"
 [[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (apt-get install -y time)"
@@ -183,29 +186,45 @@ done
 
 # ---------------------------------------------------------------- timing
 
-RES="$W/results" # lines: set op tool round ms rss_kb ok(1/0)
+RES="$W/results" # lines: set op tool round ms rss_kb ok(1/0) cpu_s minio_cpu_s versitygw_cpu_s
 : >"$RES"
+
+# CPU seconds used by each test server during a run (utime+stime from
+# /proc), beside the client's own (from /usr/bin/time): on two shared cores,
+# CPU per byte or per object is what bounds every tool.
+MINIO_PID=$(cat "${EHRPORT_TESTBED_MINIO_PID:-/nonexistent}" 2>/dev/null || echo 0)
+VGW_PID=$(cat "${EHRPORT_TESTBED_VERSITYGW_PID:-/nonexistent}" 2>/dev/null || echo 0)
+TICK=$(getconf CLK_TCK)
+ticks() { # PID: utime+stime in clock ticks, 0 when unknown
+	local st
+	st=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+	st=${st##*) }
+	awk '{print $12 + $13}' <<<"$st"
+}
 
 # timed SET OP TOOL ROUND CMD...: runs CMD under /usr/bin/time -v and timeout,
 # records wall ms and peak RSS. A failure is recorded, never retried.
 timed() {
-	local set=$1 op=$2 tool=$3 r=$4 t0 t1 rc=0 rss ms
+	local set=$1 op=$2 tool=$3 r=$4 t0 t1 rc=0 rss ms a0 b0 a1 b1 cpu
 	shift 4
+	a0=$(ticks "$MINIO_PID") b0=$(ticks "$VGW_PID")
 	t0=$(date +%s%N)
 	timeout "$TMO" /usr/bin/time -v -o "$W/time.out" "$@" >"$W/out" 2>"$W/err" || rc=$?
 	t1=$(date +%s%N)
+	a1=$(ticks "$MINIO_PID") b1=$(ticks "$VGW_PID")
+	cpu=$(awk -F': ' '/User time|System time/ {s += $2} END {printf "%.2f", s}' "$W/time.out" 2>/dev/null || echo 0)
 	ms=$(((t1 - t0) / 1000000))
 	rss=$(awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); print $2}' "$W/time.out" 2>/dev/null || true)
 	LAST_RC=$rc
-	echo "$set $op $tool $r $ms ${rss:-0} $rc" >>"$RES"
+	echo "$set $op $tool $r $ms ${rss:-0} $rc $cpu $(awk -v a=$((a1 - a0)) -v b=$((b1 - b0)) -v t="$TICK" 'BEGIN {printf "%.2f %.2f", a / t, b / t}')" >>"$RES"
 }
 # settle SET OP TOOL ROUND OK: rewrites the last result's status to OK (1/0).
 settle() {
 	local last
 	last=$(tail -n 1 "$RES")
 	sed -i '$d' "$RES"
-	read -r s o t r ms rss rc <<<"$last"
-	echo "$s $o $t $r $ms $rss $5" >>"$RES"
+	read -r s o t r ms rss rc cpu ca cb <<<"$last"
+	echo "$s $o $t $r $ms $rss $5 $cpu $ca $cb" >>"$RES"
 	if [[ "$5" != 1 ]]; then
 		log "FAILED: $1 $2 $3 round $4 (exit $rc):"
 		tail -n 5 "$W/err" | sed 's/^/    /' >&2
@@ -295,6 +314,14 @@ rates() {
 med_rate() { rates "$@" | awk '{print $2}' | median; }
 med_rss() { rates "$@" | awk '{print $3 / 1024}' | median; }
 max_rss() { rates "$@" | awk '{print $3 / 1024}' | sort -g | tail -n 1; }
+# cpu SET OP TOOL: median CPU seconds of the tool, MinIO and versitygw per run.
+cpu() {
+	local c a b
+	c=$(awk -v s="$1" -v o="$2" -v t="$3" '$1 == s && $2 == o && $3 == t && $7 == 1 {print $8}' "$RES" | median)
+	a=$(awk -v s="$1" -v o="$2" -v t="$3" '$1 == s && $2 == o && $3 == t && $7 == 1 {print $9}' "$RES" | median)
+	b=$(awk -v s="$1" -v o="$2" -v t="$3" '$1 == s && $2 == o && $3 == t && $7 == 1 {print $10}' "$RES" | median)
+	printf '%.1f / %.1f / %.1f' "$c" "$a" "$b"
+}
 fails() { awk -v s="$1" -v o="$2" -v t="$3" '$1 == s && $2 == o && $3 == t && $7 != 1' "$RES" | wc -l; }
 # ratios SET OP PEER: per-round ehrport/peer rate ratios (rounds where both succeeded).
 ratios() {
@@ -308,8 +335,8 @@ TABLE="$W/table.md"
 ENTRIES="$W/entries.jsonl"
 : >"$ENTRIES"
 {
-	echo "| set | operation | tool | median rate | median peak RSS | ehrport/peer rate: median (min-max) | RSS ehrport/peer | failed runs |"
-	echo "|---|---|---|---|---|---|---|---|"
+	echo "| set | operation | tool | median rate | median peak RSS | ehrport/peer rate: median (min-max) | RSS ehrport/peer | CPU s: tool / MinIO / versitygw | failed runs |"
+	echo "|---|---|---|---|---|---|---|---|---|"
 } >"$TABLE"
 declare -A BEST
 for set in $SETS; do
@@ -323,21 +350,21 @@ for set in $SETS; do
 			[[ $op == verify && $tool == rclone ]] && label="rclone check --download"
 			[[ $op == verify && $tool == ehrport ]] && label="ehrport verify --against"
 			if [[ $tool == ehrport ]]; then
-				printf '| %s | %s | %s | %.1f %s | %.0f MB | - | - | %d |\n' "$set" "$op" "$label" "$mr" "$u" "$ms" "$(fails "$set" "$op" "$tool")" >>"$TABLE"
+				printf '| %s | %s | %s | %.1f %s | %.0f MB | - | - | %s | %d |\n' "$set" "$op" "$label" "$mr" "$u" "$ms" "$(cpu "$set" "$op" "$tool")" "$(fails "$set" "$op" "$tool")" >>"$TABLE"
 				continue
 			fi
 			read -r rm rmin rmax < <(ratios "$set" "$op" "$tool" | stat3)
 			em=$(med_rate "$set" "$op" ehrport)
 			es=$(med_rss "$set" "$op" ehrport)
 			rr=$(awk -v a="$es" -v b="$ms" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}')
-			printf '| %s | %s | %s | %.1f %s | %.0f MB | %.2fx (%.2f-%.2f) | %s | %d |\n' "$set" "$op" "$label" "$mr" "$u" "$ms" "$rm" "$rmin" "$rmax" "$rr" "$(fails "$set" "$op" "$tool")" >>"$TABLE"
+			printf '| %s | %s | %s | %.1f %s | %.0f MB | %.2fx (%.2f-%.2f) | %s | %s | %d |\n' "$set" "$op" "$label" "$mr" "$u" "$ms" "$rm" "$rmin" "$rmax" "$rr" "$(cpu "$set" "$op" "$tool")" "$(fails "$set" "$op" "$tool")" >>"$TABLE"
 			what="copy"; [[ $op == verify ]] && what="byte-for-byte verification"
 			jq -nc --arg name "$op $set objects: $what rate" --arg unit "$u" --arg peer "$label" \
 				--argjson e "$em" --argjson p "$mr" --argjson ratio "$rm" \
-				'{name: $name, unit: $unit, ehrport: $e, peer_name: $peer, peer: $p, ratio: $ratio, better: "higher"}' >>"$ENTRIES"
+				'def r2: . * 100 | round / 100; {name: $name, unit: $unit, ehrport: ($e | r2), peer_name: $peer, peer: ($p | r2), ratio: ($ratio | r2), better: "higher"}' >>"$ENTRIES"
 			jq -nc --arg name "$op $set objects: peak RSS" --arg peer "$label" \
 				--argjson e "$es" --argjson p "$ms" --argjson ratio "$rr" \
-				'{name: $name, unit: "MB", ehrport: $e, peer_name: $peer, peer: $p, ratio: $ratio, better: "lower"}' >>"$ENTRIES"
+				'def r2: . * 100 | round / 100; {name: $name, unit: "MB", ehrport: ($e | r2), peer_name: $peer, peer: ($p | r2), ratio: ($ratio | r2), better: "lower"}' >>"$ENTRIES"
 			if [[ $op == migrate ]] && awk -v a="$mr" -v b="${BEST[$set]:-0}" 'BEGIN {exit !(a > b)}'; then
 				BEST[$set]=$mr
 				BEST[$set.name]=$tool
@@ -381,7 +408,7 @@ cat "$TABLE"
 echo
 cat "$TARGETS"
 echo
-echo "raw results (set op tool round ms rss_kb ok):"
+echo "raw results (set op tool round ms rss_kb ok cpu_s minio_cpu_s versitygw_cpu_s):"
 cat "$RES"
 
 # ---------------------------------------------------------------- record
@@ -403,10 +430,10 @@ jq -s --argjson old "$old" '
 cp "$W/benchmarks.json" docs/benchmarks.json
 
 versions() {
-	echo "- ehrport: built from the tree at $(git rev-parse --short HEAD 2>/dev/null || echo '?') (Go $(go env GOVERSION))"
+	echo "- ehrport: built from the tree at $REV ($(go env GOVERSION))"
 	echo "- rclone: $(rclone version 2>/dev/null | head -n 1) (Debian package)"
-	echo "- mc: $(mc --version 2>/dev/null | head -n 1)"
-	echo "- s5cmd: $(s5cmd version 2>/dev/null | head -n 1)"
+	echo "- mc: github.com/minio/mc $(go version -m "$(command -v mc)" 2>/dev/null | awk '$1 == "mod" {print $3}') ($(go version "$(command -v mc)" 2>/dev/null | awk '{print $2}'))"
+	echo "- s5cmd: github.com/peak/s5cmd/v2 $(go version -m "$(command -v s5cmd)" 2>/dev/null | awk '$1 == "mod" {print $3}') ($(go version "$(command -v s5cmd)" 2>/dev/null | awk '{print $2}'))"
 }
 {
 	echo "## Migration and verification"
@@ -446,11 +473,19 @@ versions() {
 	echo 'env -u AWS_CA_BUNDLE rclone --ca-cert CA check --download bencha:SRC benchb:DST [--checkers 32 for small]'
 	echo '```'
 	echo
-	echo "Rates: objects/s for the small set (objects the manifest lists), MB/s (10^6 bytes) of listed objects for the large set; a verification rate counts the export once although both sides are read. Peak RSS: \"Maximum resident set size\" of \`/usr/bin/time -v\` (for s5cmd the larger of its two steps). Every copy is checked afterwards by counting the objects at the target; a run that fails is recorded, not retried, and left out of the medians and ratios."
+	echo "Rates: objects/s for the small set (objects the manifest lists), MB/s (10^6 bytes) of listed objects for the large set; a verification rate counts the export once although both sides are read. Peak RSS: \"Maximum resident set size\" of \`/usr/bin/time -v\` (for s5cmd the larger of its two steps). CPU s: user+system seconds of the tool (\`/usr/bin/time -v\`) and of each test server (utime+stime from /proc) during the run, medians. Every copy is checked afterwards by counting the objects at the target; a run that fails is recorded, not retried, and left out of the medians and ratios."
 	echo
 	echo "### Results ($ROUNDS rounds)"
 	echo
 	cat "$TABLE"
+	echo
+	echo "<details><summary>Raw results: set, operation, tool, round, ms, peak RSS KB, passed, CPU s of the tool, of MinIO, of versitygw</summary>"
+	echo
+	echo '```'
+	cat "$RES"
+	echo '```'
+	echo
+	echo "</details>"
 	echo
 	echo "### Targets"
 	echo
