@@ -39,9 +39,9 @@ The report folder gets report.json (docs/report-schema.md), report.html
 (self-contained) and report.json.sig (signed with the key directory's
 signing key), and signing.pub.json to check it: ehrport report verify.
 
-Exits 0 on PASS, 1 on FAIL (every phase passed and the RTO was met, or not),
-2 for bad flags, 3 for keys that do not open, 4 when a store cannot be reached
-before the drill starts.
+Exits 0 on PASS (every phase passed and the RTO, if given, was met), 1 on
+FAIL, 2 for bad flags, 3 for keys that do not open, 4 when a store cannot be
+reached before the drill starts, 130 when interrupted. See docs/drill.md.
 
 Examples:
    ehrport drill
