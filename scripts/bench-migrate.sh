@@ -41,7 +41,6 @@ LARGE_N=${BENCH_LARGE_N:-4}
 RECORD=${BENCH_RECORD:-1}
 TMO=${BENCH_TIMEOUT:-600}
 TOOLS=(ehrport rclone mc s5cmd)
-PEERS=(rclone mc s5cmd)
 T_START=$(now_ms)
 # What ehrport is measured: the commit, and whether the tree had changes.
 REV=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
@@ -49,6 +48,10 @@ git diff --quiet HEAD -- cmd crypto fhir storage go.mod 2>/dev/null || REV="$REV
 
 export PATH="$EHRPORT_BIN:$PATH"
 [[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (apt-get install -y time)"
+if ! command -v rclone >/dev/null || ! command -v mc >/dev/null || ! command -v s5cmd >/dev/null; then
+	log "peer tools missing: running scripts/install-peers.sh"
+	bash "$ROOT/scripts/install-peers.sh" >&2
+fi
 for c in rclone mc s5cmd jq; do
 	command -v "$c" >/dev/null || die "'$c' is missing: run bash scripts/install-peers.sh"
 done
@@ -234,7 +237,7 @@ settle() {
 count() { mc ls --recursive "benchb/$DST_BUCKET/$1/" 2>/dev/null | wc -l; }
 
 migrate_one() { # SET TOOL ROUND
-	local set=$1 tool=$2 r=$3 dst="$set/$2-r$3" src="$SRC_BUCKET/$1" want ok=1
+	local set=$1 tool=$2 r=$3 dst="$1/$2-r$3" src="$SRC_BUCKET/$1" want ok=1
 	case "$tool" in
 	ehrport) timed "$set" migrate "$tool" "$r" "$EHR" --json migrate --from "clouda:$src" --to "cloudb:$DST_BUCKET/$dst" ;;
 	rclone)
