@@ -154,7 +154,9 @@ func classifyS3(err error) error {
 	var resp minio.ErrorResponse
 	if errors.As(err, &resp) {
 		switch resp.Code {
-		case minio.NoSuchKey, minio.NoSuchBucket, "NotFound", "NoSuchVersion":
+		case minio.NoSuchBucket:
+			return withKind(ErrNotExist, withKind(ErrNoBucket, err))
+		case minio.NoSuchKey, "NotFound", "NoSuchVersion":
 			return withKind(ErrNotExist, err)
 		case minio.AccessDenied, "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed":
 			return withKind(ErrPermission, err)

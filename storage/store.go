@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"strings"
 	"time"
 )
 
@@ -98,6 +99,8 @@ type ObjectInfo struct {
 var (
 	// ErrNotExist: the object (or, for bucket operations, the bucket) is not there.
 	ErrNotExist = errors.New("does not exist")
+	// ErrNoBucket: the bucket itself is not there (also wraps ErrNotExist).
+	ErrNoBucket = errors.New("no such bucket")
 	// ErrPermission: the store refused our credentials or the operation.
 	ErrPermission = errors.New("access denied")
 	// ErrUnavailable: the store could not be reached or did not answer.
@@ -165,7 +168,11 @@ func joinLocation(loc, key string) string {
 // Hint returns one line telling the user what to do about err, or "" when
 // there is nothing better to say than the error itself.
 func Hint(err error) string {
+	var se *Error
 	switch {
+	case errors.Is(err, ErrNoBucket) && errors.As(err, &se) && !strings.Contains(err.Error(), "--create"):
+		ref, _, _ := strings.Cut(se.Location, "/")
+		return "the bucket does not exist: fix the reference, or create it with: ehrport stores check --create " + ref
 	case errors.Is(err, ErrPermission):
 		return "check the store's access key and secret key (EHRPORT_STORE_<NAME>_ACCESS_KEY / _SECRET_KEY, or the config file) and the bucket's policy"
 	case errors.Is(err, ErrUnavailable):

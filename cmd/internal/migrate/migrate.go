@@ -164,7 +164,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	// The plan: the source's manifest, read with its exact bytes.
 	if _, err := o.From.Stat(ctx, export.ManifestKey); err != nil {
-		if errors.Is(err, storage.ErrNotExist) {
+		if errors.Is(err, storage.ErrNotExist) && !errors.Is(err, storage.ErrNoBucket) {
 			return nil, fmt.Errorf("%w: %s has no %s (an export that did not finish, or not an export)", ErrIncompleteSource, o.From.Location(), export.ManifestKey)
 		}
 		return nil, err

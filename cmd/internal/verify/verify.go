@@ -121,8 +121,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	defer func() { rep.Duration = time.Since(start) }()
 
 	_, err := o.Store.Stat(ctx, export.ManifestKey)
-	if err != nil && !errors.Is(err, storage.ErrNotExist) {
-		return nil, err
+	if err != nil && (!errors.Is(err, storage.ErrNotExist) || errors.Is(err, storage.ErrNoBucket)) {
+		return nil, err // a missing bucket is a wrong reference, not an incomplete export
 	}
 	if errors.Is(err, storage.ErrNotExist) {
 		v.add(Finding{Code: "no-manifest", Object: export.ManifestKey, Message: "no manifest.json: the export is incomplete (interrupted before its last step) or this is not an export location"})
