@@ -473,6 +473,9 @@ type parallelReader struct {
 	slots  chan struct{}
 	bufs   chan []byte
 	wg     sync.WaitGroup
+	// partSize is the size of the buffers, which go back to the shared
+	// pool on Close.
+	partSize int64
 
 	cur  []byte
 	held []byte // the buffer cur points into, released when exhausted
@@ -488,9 +491,10 @@ func newParallelReader(ctx context.Context, rr RangeReader, loc, key string, o C
 	ctx, cancel := context.WithCancel(ctx)
 	p := &parallelReader{
 		ctx: ctx, cancel: cancel,
-		queue: make(chan chan rangeResult, o.Parallel),
-		slots: make(chan struct{}, o.Parallel),
-		bufs:  make(chan []byte, o.Parallel),
+		queue:    make(chan chan rangeResult, o.Parallel),
+		slots:    make(chan struct{}, o.Parallel),
+		bufs:     make(chan []byte, o.Parallel),
+		partSize: o.PartSize,
 	}
 	p.wg.Add(1)
 	go p.launch(rr, loc, key, o)
@@ -516,7 +520,7 @@ func (p *parallelReader) launch(rr RangeReader, loc, key string, o CopyOptions) 
 			select {
 			case buf = <-p.bufs:
 			default:
-				buf = make([]byte, o.PartSize)
+				buf = getPartBuf(o.PartSize)
 			}
 			buf = buf[:n]
 			ch <- rangeResult{buf, fetchRange(p.ctx, rr, loc, key, off, buf, o.Limiter)}
@@ -587,5 +591,15 @@ func (p *parallelReader) Read(b []byte) (int, error) {
 func (p *parallelReader) Close() error {
 	p.cancel()
 	p.wg.Wait()
-	return nil
+	// Hand idle buffers back for the next object.
+	for {
+		select {
+		case b := <-p.bufs:
+			if int64(cap(b)) == p.partSize {
+				putPartBuf(b)
+			}
+		default:
+			return nil
+		}
+	}
 }

@@ -283,7 +283,6 @@ func (s *S3Store) putMultipart(ctx context.Context, full string, src *exactReade
 	nparts := int((size + partSize - 1) / partSize)
 	parts := make([]minio.CompletePart, nparts)
 	whole := sha256.New()
-	pool := sync.Pool{New: func() any { b := make([]byte, partSize); return &b }}
 
 	uctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -302,10 +301,10 @@ func (s *S3Store) putMultipart(ctx context.Context, full string, src *exactReade
 		if uctx.Err() != nil {
 			break
 		}
-		bp := pool.Get().(*[]byte)
-		buf := (*bp)[:n]
+		pbuf := getPartBuf(partSize)
+		buf := pbuf[:n]
 		if _, rerr := io.ReadFull(src, buf); rerr != nil {
-			pool.Put(bp)
+			putPartBuf(pbuf)
 			<-sem
 			setErr(rerr)
 			break
@@ -313,9 +312,9 @@ func (s *S3Store) putMultipart(ctx context.Context, full string, src *exactReade
 		whole.Write(buf)
 		sum := sha256.Sum256(buf)
 		wg.Add(1)
-		go func(num int, buf []byte, bp *[]byte, sum [32]byte) {
+		go func(num int, buf, pbuf []byte, sum [32]byte) {
 			defer wg.Done()
-			defer func() { pool.Put(bp); <-sem }()
+			defer func() { putPartBuf(pbuf); <-sem }()
 			b64 := base64.StdEncoding.EncodeToString(sum[:])
 			hdr := http.Header{}
 			hdr.Set("x-amz-checksum-sha256", b64)
@@ -326,7 +325,7 @@ func (s *S3Store) putMultipart(ctx context.Context, full string, src *exactReade
 				return
 			}
 			parts[num-1] = minio.CompletePart{PartNumber: num, ETag: part.ETag, ChecksumSHA256: b64}
-		}(i+1, buf, bp, sum)
+		}(i+1, buf, pbuf, sum)
 	}
 	wg.Wait()
 	if firstErr != nil {
