@@ -352,7 +352,7 @@ func copyOnce(ctx context.Context, src, dst Store, key string, o CopyOptions) er
 			return err
 		}
 	}
-	err := dst.Put(ctx, o.DstKey, v, o.Size, PutOptions{SHA256: o.SHA256})
+	err := dst.Put(ctx, o.DstKey, v, o.Size, PutOptions{SHA256: o.SHA256, Verified: true})
 	if verr := v.verdict(); verr != nil {
 		if err == nil {
 			// A store that commits without reading the whole body breaks

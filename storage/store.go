@@ -80,6 +80,11 @@ type PutOptions struct {
 	// server must reject the upload if the bytes differ. When unset, the
 	// store computes one itself (buffering at most one part in memory).
 	SHA256 []byte
+	// Verified says the caller hashes the body itself and makes it fail
+	// before its last byte unless it matches SHA256 (storage.Copy does), so
+	// the store need not hash the whole object again: it still sends
+	// SHA256 (and per-part checksums) for the server to verify.
+	Verified bool
 	// ContentType is recorded where the store supports it.
 	ContentType string
 }
