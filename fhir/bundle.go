@@ -334,7 +334,7 @@ func (ef *entryFields) read(raw []byte) error {
 			}
 		case "resource":
 			if raw[i] != '{' {
-				return errors.New("Bundle.entry.resource must be a JSON object (a FHIR resource)")
+				return errors.New("the entry's resource (Bundle.entry.resource) must be a JSON object, a FHIR resource")
 			}
 			ef.res = span{i, end}
 		case "request":

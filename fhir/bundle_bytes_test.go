@@ -45,7 +45,7 @@ func TestNewBundleBytes(t *testing.T) {
 func TestBundleShapeErrors(t *testing.T) {
 	for raw, want := range map[string]string{
 		`{"resourceType":"Bundle","type":"collection","entry":"x"}`:                "Bundle.entry must be a JSON array",
-		`{"resourceType":"Bundle","type":"collection","entry":[{"resource":"x"}]}`: "Bundle.entry.resource must be a JSON object",
+		`{"resourceType":"Bundle","type":"collection","entry":[{"resource":"x"}]}`: "(Bundle.entry.resource) must be a JSON object",
 	} {
 		b, err := NewBundleBytes([]byte(raw), Position{File: "b.json"}, nil)
 		if err != nil {
