@@ -20,6 +20,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	ehrcrypto "github.com/ehrport/ehrport/crypto"
@@ -111,6 +112,9 @@ type Dir struct {
 	// derived passphrase keys by salt, so a directory costs one argon2 run
 	// per file at most.
 	kdf map[string]tink.AEAD
+	// mu serialises unlocking: concurrent readers of one directory (many
+	// objects opened at once) wait for one argon2 run instead of racing.
+	mu sync.Mutex
 }
 
 // Options for Init.
@@ -282,6 +286,8 @@ func (d *Dir) masterAEAD(p Protection) (tink.AEAD, error) {
 			return nil, policyErr("argon2id parameters t=%d m=%dKiB p=%d are outside the accepted range", a.Time, a.MemoryKiB, a.Threads)
 		}
 		key := string(p.Salt) + fmt.Sprint(*a)
+		d.mu.Lock()
+		defer d.mu.Unlock()
 		if m, ok := d.kdf[key]; ok {
 			return m, nil
 		}
@@ -377,9 +383,12 @@ func (d *Dir) Identities() []ehrcrypto.Identity {
 type lazyIdentity struct {
 	d       *Dir
 	purpose string
-	ids     map[uint32]bool
-	id      ehrcrypto.Identity
-	err     error
+	// mu guards the lazily loaded fields: identities are used by many
+	// goroutines at once (objects opened concurrently).
+	mu  sync.Mutex
+	ids map[uint32]bool
+	id  ehrcrypto.Identity
+	err error
 }
 
 func (l *lazyIdentity) Unwrap(s *ehrcrypto.Stanza, ad []byte) ([]byte, error) {
@@ -390,6 +399,17 @@ func (l *lazyIdentity) Unwrap(s *ehrcrypto.Stanza, ad []byte) ([]byte, error) {
 	if s.Type != want {
 		return nil, fmt.Errorf("%w: not a %s stanza", ehrcrypto.ErrNoMatchingKey, ehrcrypto.StanzaTypeName(want))
 	}
+	id, err := l.identity(s.KeyID)
+	if err != nil {
+		return nil, err
+	}
+	return id.Unwrap(s, ad)
+}
+
+// identity loads (once) the keyset that holds keyID.
+func (l *lazyIdentity) identity(keyID uint32) (ehrcrypto.Identity, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.ids == nil {
 		l.ids = map[uint32]bool{}
 		infos, err := l.d.listFile(l.purpose)
@@ -400,8 +420,8 @@ func (l *lazyIdentity) Unwrap(s *ehrcrypto.Stanza, ad []byte) ([]byte, error) {
 			l.ids[i.ID] = true
 		}
 	}
-	if !l.ids[s.KeyID] {
-		return nil, fmt.Errorf("%w: key %d is not in %s", ehrcrypto.ErrNoMatchingKey, s.KeyID, l.d.Path)
+	if !l.ids[keyID] {
+		return nil, fmt.Errorf("%w: key %d is not in %s", ehrcrypto.ErrNoMatchingKey, keyID, l.d.Path)
 	}
 	if l.id == nil && l.err == nil {
 		h, err := l.d.Keyset(l.purpose)
@@ -416,7 +436,7 @@ func (l *lazyIdentity) Unwrap(s *ehrcrypto.Stanza, ad []byte) ([]byte, error) {
 	if l.err != nil {
 		return nil, l.err
 	}
-	return l.id.Unwrap(s, ad)
+	return l.id, nil
 }
 
 // Info describes one key, without any secret.
