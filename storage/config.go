@@ -363,3 +363,17 @@ func redactURL(s string) string {
 	u.User = nil
 	return u.String()
 }
+
+// FormatSize writes a byte count for people: 1.5 GiB, 12.0 MiB, 3.2 KiB,
+// 512 B (the units ParseSize reads).
+func FormatSize(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -203,7 +203,7 @@ func printDrill(g *globals, r *report.Report, p report.Paths) {
 			tp = fmt.Sprintf("%.0f objects/s", ph.Throughput.ObjectsPerSecond)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%s\n", ph.Name, ph.Status,
-			(time.Duration(ph.DurationSeconds * float64(time.Second))).Round(time.Millisecond), ph.Objects, humanBytes(ph.Bytes), ph.Resources, strings.TrimPrefix(tp, ", "))
+			(time.Duration(ph.DurationSeconds * float64(time.Second))).Round(time.Millisecond), ph.Objects, storage.FormatSize(ph.Bytes), ph.Resources, strings.TrimPrefix(tp, ", "))
 	}
 	tw.Flush()
 	n := 0

@@ -224,7 +224,7 @@ func (o *exportCmdOptions) Run(ctx context.Context) error {
 		return o.printJSON(sum)
 	}
 	fmt.Fprintf(o.Stdout, "Exported %d resources (%s plaintext) to %s as %d encrypted objects, export id %s.\n",
-		sum.Resources, humanBytes(sum.PlaintextBytes), sum.Location, sum.Objects, sum.ExportID)
+		sum.Resources, storage.FormatSize(sum.PlaintextBytes), sum.Location, sum.Objects, sum.ExportID)
 	tw := tabwriter.NewWriter(o.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TYPE\tRESOURCES")
 	for _, t := range sortedKeys(sum.Counts) {
@@ -257,18 +257,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	return ks
 }
 
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
-
 // progressPrinter draws a one-line progress display on a terminal, or logs
 // a line every 10 seconds otherwise. Quiet and JSON modes print nothing.
 func progressPrinter(g *globals, what string) (func(export.Progress), time.Duration) {
@@ -290,7 +278,7 @@ func progressPrinter(g *globals, what string) (func(export.Progress), time.Durat
 				}
 				bar = fmt.Sprintf("[%s%s] %d/%d files, ", strings.Repeat("=", n), strings.Repeat(" ", width-n), p.Files, p.FilesTotal)
 			}
-			line := fmt.Sprintf("\r%s: %s%d resources, %s, %d objects stored, %s", what, bar, p.Resources, humanBytes(p.PlaintextBytes), p.Uploaded, p.Elapsed.Truncate(time.Second))
+			line := fmt.Sprintf("\r%s: %s%d resources, %s, %d objects stored, %s", what, bar, p.Resources, storage.FormatSize(p.PlaintextBytes), p.Uploaded, p.Elapsed.Truncate(time.Second))
 			if p.Done {
 				line += "\n"
 			}

@@ -163,7 +163,7 @@ func printMigrate(g *globals, rep *migrate.Report) {
 		verb = "to copy"
 	}
 	fmt.Fprintf(w, "%s %d objects (%s), already at the target %d (%s), failed %d, missing at the source %d, in %s",
-		verb, len(rep.Copied), humanBytes(rep.BytesCopied), len(rep.Skipped), humanBytes(rep.BytesSkipped), len(rep.Failed), len(rep.MissingAtSource), rep.Duration.Round(time.Millisecond))
+		verb, len(rep.Copied), storage.FormatSize(rep.BytesCopied), len(rep.Skipped), storage.FormatSize(rep.BytesSkipped), len(rep.Failed), len(rep.MissingAtSource), rep.Duration.Round(time.Millisecond))
 	if secs > 0 && !rep.DryRun {
 		fmt.Fprintf(w, ": %.0f objects/s, %.1f MB/s", float64(len(rep.Copied))/secs, float64(rep.BytesCopied)/secs/1e6)
 	}

@@ -100,7 +100,7 @@ func (o *restoreCmdOptions) Run(ctx context.Context) error {
 		return o.printJSON(sum)
 	}
 	fmt.Fprintf(o.Stdout, "Restored %d resources (%s) from %s into %s: %d files, signature and every hash checked.\n",
-		sum.Resources, humanBytes(sum.PlaintextBytes), sum.Location, sum.To, len(sum.Files))
+		sum.Resources, storage.FormatSize(sum.PlaintextBytes), sum.Location, sum.To, len(sum.Files))
 	for _, t := range sortedKeys(sum.Counts) {
 		fmt.Fprintf(o.Stdout, "  %-28s %d\n", t, sum.Counts[t])
 	}

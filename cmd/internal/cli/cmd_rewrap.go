@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"github.com/ehrport/ehrport/storage"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -291,6 +292,6 @@ func (o *rewrapAtOptions) Run(ctx context.Context) error {
 	fmt.Fprintf(o.Stdout, "rewrapped export %s at %s: %d objects, headers replaced (%d by server-side copy of the payload, %d rewritten, %d already done by an earlier run); payload bytes unchanged, same data keys.\n",
 		sum.ExportID, sum.Location, sum.Objects, sum.ServerSide, sum.Rewritten, sum.Resumed)
 	fmt.Fprintf(o.Stdout, "uploaded %s, copied by the server %s; every object proven; manifest rewritten and signed with key %d (%d recipient stanza(s) per object).\n",
-		humanBytes(sum.BytesUploaded), humanBytes(sum.BytesCopied), signer.KeyID(), sum.Recipients)
+		storage.FormatSize(sum.BytesUploaded), storage.FormatSize(sum.BytesCopied), signer.KeyID(), sum.Recipients)
 	return nil
 }

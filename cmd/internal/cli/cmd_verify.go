@@ -186,9 +186,9 @@ func printVerify(g *globals, title string, rep *verify.Report) {
 		}
 		fmt.Fprintf(w, "export %s, %s\n", rep.ExportID, sig)
 	}
-	fmt.Fprintf(w, "objects %d, verified %d, %s read in %s; proof: %s\n", rep.Objects, rep.ObjectsVerified, humanBytes(rep.Bytes), rep.Duration.Round(time.Millisecond), rep.Proof)
+	fmt.Fprintf(w, "objects %d, verified %d, %s read in %s; proof: %s\n", rep.Objects, rep.ObjectsVerified, storage.FormatSize(rep.Bytes), rep.Duration.Round(time.Millisecond), rep.Proof)
 	if rep.Deep {
-		fmt.Fprintf(w, "decrypted %s; resources per type:", humanBytes(rep.PlaintextBytes))
+		fmt.Fprintf(w, "decrypted %s; resources per type:", storage.FormatSize(rep.PlaintextBytes))
 		for _, t := range sortedKeys(rep.Counts) {
 			fmt.Fprintf(w, " %s %d", t, rep.Counts[t])
 		}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"github.com/ehrport/ehrport/storage"
 	"io"
 	"os"
 	"strings"
@@ -56,7 +57,7 @@ func (m *meter) update(done, total int, bytes int64) {
 		n := min(width, done*width/total)
 		bar = fmt.Sprintf("[%s%s] ", strings.Repeat("=", n), strings.Repeat(" ", width-n))
 	}
-	line := fmt.Sprintf("\r%s: %s%d/%d objects, %s, %s\x1b[K", m.what, bar, done, total, humanBytes(bytes), rate)
+	line := fmt.Sprintf("\r%s: %s%d/%d objects, %s, %s\x1b[K", m.what, bar, done, total, storage.FormatSize(bytes), rate)
 	if final {
 		line += "\n"
 	}

@@ -2,6 +2,7 @@ package drill
 
 import (
 	"fmt"
+	"github.com/ehrport/ehrport/storage"
 	"strings"
 	"time"
 
@@ -149,7 +150,7 @@ func (d *drill) evidence() {
 		det = append(det, fmt.Sprintf("%d source resources, %d restored: %d byte-identical, %d missing, %d different, %d extra", c.sourceResources, c.restoredResources, c.equal, c.missing, c.differ, c.extra))
 	}
 	if v := st.verifyRep; v != nil {
-		det = append(det, fmt.Sprintf("%d objects read back at B and hashed (%s); proof %s", v.ObjectsVerified, human(v.Bytes), v.Proof))
+		det = append(det, fmt.Sprintf("%d objects read back at B and hashed (%s); proof %s", v.ObjectsVerified, storage.FormatSize(v.Bytes), v.Proof))
 	}
 	add(report.Evidence{Claim: "The export is complete and loss-free",
 		Status: d.status(PhaseMigrate, PhaseVerify, PhaseRestore, PhaseCompare),

@@ -81,7 +81,7 @@ func (d *drill) run(ctx context.Context) {
 		}
 		p.Objects, p.Bytes, p.Resources = int64(sum.Objects), sum.PlaintextBytes, sum.Resources
 		p.Summary = fmt.Sprintf("%d resources validated, encrypted into %d objects (%s stored) with a signed manifest written last; export id %s",
-			sum.Resources, sum.Objects, human(sum.StoredBytes), sum.ExportID)
+			sum.Resources, sum.Objects, storage.FormatSize(sum.StoredBytes), sum.ExportID)
 		d.rep.ExportID = sum.ExportID
 		if o.AfterExport != nil {
 			if err := o.AfterExport(ctx, o.StoreA); err != nil {
@@ -119,7 +119,7 @@ func (d *drill) run(ctx context.Context) {
 		if rep.TargetVerifiesChecksums {
 			proof = "each object proven by B's own SHA-256 check (probed first)"
 		}
-		p.Summary = fmt.Sprintf("%d objects copied (%s) without decryption, %d already there; %s", len(rep.Copied), human(rep.BytesCopied), len(rep.Skipped), proof)
+		p.Summary = fmt.Sprintf("%d objects copied (%s) without decryption, %d already there; %s", len(rep.Copied), storage.FormatSize(rep.BytesCopied), len(rep.Skipped), proof)
 		if u := rep.Unavailable(); u != nil {
 			return u
 		}
@@ -174,7 +174,7 @@ func (d *drill) run(ctx context.Context) {
 			sig = "manifest signature valid"
 		}
 		p.Summary = fmt.Sprintf("%s; %d of %d objects read back (%s) and decrypted (%s plaintext) with the customer's keys; proof: %s",
-			sig, rep.ObjectsVerified, rep.Objects, human(rep.Bytes), human(rep.PlaintextBytes), rep.Proof)
+			sig, rep.ObjectsVerified, rep.Objects, storage.FormatSize(rep.Bytes), storage.FormatSize(rep.PlaintextBytes), rep.Proof)
 		return nil
 	})
 
@@ -205,7 +205,7 @@ func (d *drill) run(ctx context.Context) {
 			}
 			st.restoreSum = sum
 			p.Objects, p.Bytes, p.Resources = int64(sum.Objects), sum.PlaintextBytes, sum.Resources
-			p.Summary = fmt.Sprintf("%d resources (%s) restored from B into a private temporary folder after checking the signature and every hash", sum.Resources, human(sum.PlaintextBytes))
+			p.Summary = fmt.Sprintf("%d resources (%s) restored from B into a private temporary folder after checking the signature and every hash", sum.Resources, storage.FormatSize(sum.PlaintextBytes))
 			return nil
 		})
 		if rs.Status != report.StatusPass {
@@ -256,7 +256,7 @@ func (d *drill) run(ctx context.Context) {
 		for _, c := range sortedKeys(rep.Classes) {
 			cls = append(cls, fmt.Sprintf("%s %d", c, rep.Classes[c]))
 		}
-		p.Summary = fmt.Sprintf("%d objects (%d versions, %s) at B classified without any key: %s", rep.Objects, rep.Versions, human(rep.Bytes), strings.Join(cls, ", "))
+		p.Summary = fmt.Sprintf("%d objects (%d versions, %s) at B classified without any key: %s", rep.Objects, rep.Versions, storage.FormatSize(rep.Bytes), strings.Join(cls, ", "))
 		if n := rep.CountAtLeast(audit.High); n > 0 {
 			p.Status = report.StatusFail
 		}
@@ -284,7 +284,7 @@ func (d *drill) run(ctx context.Context) {
 				d.finding(report.Finding{Phase: PhaseDecommission, Severity: report.SevHigh, Code: "versions-remain",
 					Message: fmt.Sprintf("%d object version(s) or delete marker(s) remain at A: the bucket keeps versions; the provider must purge them", dc.versions), EUCS: eucsDeletion})
 			}
-			p.Summary = fmt.Sprintf("%d objects (%s) deleted at A; listing afterwards: %d objects; %s", dc.deleted, human(dc.deletedBytes), len(dc.remaining), dc.versionNote)
+			p.Summary = fmt.Sprintf("%d objects (%s) deleted at A; listing afterwards: %d objects; %s", dc.deleted, storage.FormatSize(dc.deletedBytes), len(dc.remaining), dc.versionNote)
 			return nil
 		})
 	}
@@ -384,16 +384,4 @@ func errString(err error) string {
 		return ""
 	}
 	return oneLine(err.Error())
-}
-
-func human(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"fmt"
+	"github.com/ehrport/ehrport/storage"
 	"html/template"
 	"math"
 	"sort"
@@ -199,21 +200,9 @@ func seconds(s float64) string {
 	return fmt.Sprintf("%dh%02dm", int(s)/3600, (int(s)%3600)/60)
 }
 
-func mb(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
-
 var page = template.Must(template.New("report").Funcs(template.FuncMap{
 	"seconds": seconds,
-	"bytes":   mb,
+	"bytes":   storage.FormatSize,
 	"join":    strings.Join,
 	"f2":      func(f float64) string { return fmt.Sprintf("%.2f", f) },
 	"f1":      func(f float64) string { return fmt.Sprintf("%.1f", f) },
