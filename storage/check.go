@@ -334,31 +334,15 @@ func (s *S3Store) listPages(ctx context.Context, prefix string, maxKeys int) (pa
 // A server that stores it anyway cannot be trusted to verify checksums.
 func (c *checker) s3Checksum(ctx context.Context, s *S3Store, dir string) {
 	c.begin()
-	body := []byte("ehrport checksum canary")
-	wrong := sha256.Sum256([]byte("not the body"))
-	key := dir + "wrong-checksum"
-	full, _ := s.key(key)
-	_, err := s.core.PutObject(ctx, s.bucket, full, bytes.NewReader(body), int64(len(body)), "", "", minio.PutObjectOptions{
-		UserMetadata: map[string]string{"x-amz-checksum-sha256": base64.StdEncoding.EncodeToString(wrong[:])},
-	})
+	verifies, detail, err := s.rejectsWrongChecksums(ctx, dir+"wrong-checksum")
 	switch {
-	case err == nil:
-		c.caps.VerifiesChecksums = false
-		c.add(CheckResult{Name: "rejects wrong checksum", Result: "no", Detail: "stored a PUT with a wrong x-amz-checksum-sha256: integrity will be proven by read-back", Passed: true})
-	case errors.Is(classifyS3(err), ErrUnavailable) || errors.Is(err, context.Canceled):
+	case err != nil:
 		c.add(result("rejects wrong checksum", err, false, ""))
+	case verifies:
+		c.caps.VerifiesChecksums = true
+		c.add(CheckResult{Name: "rejects wrong checksum", Result: "yes", Detail: detail, Passed: true})
 	default:
-		code := minio.ToErrorResponse(err).Code
-		parts, perr := s.rejectsWrongPartChecksum(ctx, dir+"wrong-part-checksum")
-		switch {
-		case perr != nil:
-			c.add(result("rejects wrong checksum", perr, false, ""))
-		case !parts:
-			c.add(CheckResult{Name: "rejects wrong checksum", Result: "no", Detail: "refused a wrong whole-object checksum (" + code + ") but stored a part with a wrong one: integrity will be proven by read-back", Passed: true})
-		default:
-			c.caps.VerifiesChecksums = true
-			c.add(CheckResult{Name: "rejects wrong checksum", Result: "yes", Detail: "refused a wrong checksum on a PUT (" + code + ") and on a part", Passed: true})
-		}
+		c.add(CheckResult{Name: "rejects wrong checksum", Result: "no", Detail: detail + ": integrity will be proven by read-back", Passed: true})
 	}
 }
 
@@ -477,10 +461,18 @@ func VerifiesChecksums(ctx context.Context, st Store) (bool, error) {
 	}
 	run := make([]byte, 6)
 	rand.Read(run)
-	key := canaryPrefix + hex.EncodeToString(run)
+	verifies, _, err := s.rejectsWrongChecksums(ctx, canaryPrefix+hex.EncodeToString(run))
+	return verifies, err
+}
+
+// rejectsWrongChecksums sends a PUT, then a part, whose
+// x-amz-checksum-sha256 belongs to other bytes. The store verifies
+// checksums only if it refuses both. A canary it stored anyway is deleted.
+// detail says what happened, for the capability table.
+func (s *S3Store) rejectsWrongChecksums(ctx context.Context, key string) (verifies bool, detail string, err error) {
 	full, err := s.key(key)
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	body := []byte("ehrport checksum canary")
 	wrong := sha256.Sum256([]byte("not the body"))
@@ -492,16 +484,23 @@ func VerifiesChecksums(ctx context.Context, st Store) (bool, error) {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		if derr := s.Delete(dctx, key); derr != nil {
-			return false, derr
+			return false, "", derr
 		}
-		return false, nil
+		return false, "stored a PUT with a wrong x-amz-checksum-sha256", nil
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
-		return false, err
+		return false, "", err
 	case errors.Is(classifyS3(err), ErrUnavailable) || errors.Is(classifyS3(err), ErrPermission) || errors.Is(classifyS3(err), ErrNotExist):
-		return false, s.fail("probe checksum", key, err)
+		return false, "", s.fail("probe checksum", key, err)
 	}
-	// Whole PUTs are checked; parts must be too.
-	return s.rejectsWrongPartChecksum(ctx, key+"-part")
+	code := minio.ToErrorResponse(err).Code
+	parts, err := s.rejectsWrongPartChecksum(ctx, key+"-part")
+	switch {
+	case err != nil:
+		return false, "", err
+	case !parts:
+		return false, "refused a wrong whole-object checksum (" + code + ") but stored a part with a wrong one", nil
+	}
+	return true, "refused a wrong checksum on a PUT (" + code + ") and on a part", nil
 }
 
 // rejectsWrongPartChecksum uploads one part whose x-amz-checksum-sha256
