@@ -102,6 +102,8 @@ type Report struct {
 	BytesSkipped int64         `json:"bytes_skipped"`
 	Duration     time.Duration `json:"duration_ns"`
 	Started      time.Time     `json:"started"`
+	// mu guards the report while workers file outcomes.
+	mu sync.Mutex
 	// unavailable: a failure was the store's, not the data's (exit 4).
 	unavailable error
 	// sourceBad and targetBad count integrity failures by where they were
@@ -187,7 +189,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			plan = append(plan, item{key: e.Key, size: e.Size, sha256: sum})
 		}
 	}
-	// Large objects first: they take longest, and small ones fill the gaps.
+	// Biggest first within each queue (large and small objects have their
+	// own workers): the longest copies start earliest.
 	slices.SortStableFunc(plan, func(a, b item) int { return cmp.Compare(b.size, a.size) })
 	rep.Planned = len(plan)
 
@@ -231,11 +234,11 @@ func runPlan(ctx context.Context, o Options, rep *Report, plan []item, limiter *
 		defer wg.Done()
 		for it := range work {
 			obj := copyOne(ctx, o, rep, it, limiter)
-			repMu.Lock()
+			rep.mu.Lock()
 			if rep.unavailable != nil {
 				stopFeeding()
 			}
-			repMu.Unlock()
+			rep.mu.Unlock()
 			mu.Lock()
 			done++
 			bytesDone += obj.Size
@@ -292,16 +295,14 @@ func runPlan(ctx context.Context, o Options, rep *Report, plan []item, limiter *
 	return nil
 }
 
-var repMu sync.Mutex
-
 // copyOne copies (or, in a dry run, looks at) one object and files the
 // outcome in the report.
 func copyOne(ctx context.Context, o Options, rep *Report, it item, limiter *storage.RateLimiter) Object {
 	obj := Object{Key: it.key, Size: it.size}
 	if o.DryRun {
 		oi, err := o.To.Stat(ctx, it.key)
-		repMu.Lock()
-		defer repMu.Unlock()
+		rep.mu.Lock()
+		defer rep.mu.Unlock()
 		if err == nil && oi.Size == it.size {
 			obj.Proof = "present (size only: a dry run reads nothing)"
 			rep.Skipped = append(rep.Skipped, obj)
@@ -317,8 +318,8 @@ func copyOne(ctx context.Context, o Options, rep *Report, it item, limiter *stor
 		TrustServerChecksum: rep.TargetVerifiesChecksums, SkipExisting: true, Retry: o.Retry,
 	})
 	obj.Proof, obj.Retries, obj.Duration = res.Proof, res.Retries, res.Duration
-	repMu.Lock()
-	defer repMu.Unlock()
+	rep.mu.Lock()
+	defer rep.mu.Unlock()
 	switch {
 	case err == nil && res.Skipped:
 		rep.Skipped = append(rep.Skipped, obj)
