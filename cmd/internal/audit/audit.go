@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ehrport/ehrport/cmd/internal/workers"
 	ehrcrypto "github.com/ehrport/ehrport/crypto"
 	"github.com/ehrport/ehrport/storage"
 )
@@ -188,31 +189,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 
-	targets := make(chan target, o.Concurrency*4)
-	var wg sync.WaitGroup
-	var sampleErr error
-	var errOnce sync.Once
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for range o.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for t := range targets {
-				if err := a.object(wctx, t); err != nil {
-					errOnce.Do(func() { sampleErr = err; cancel() })
-				}
-			}
-		}()
-	}
-	listErr := a.list(wctx, targets)
-	close(targets)
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+	var listErr error
+	targets := func(yield func(target) bool) { listErr = a.list(ctx, yield) }
+	if err := workers.ForEach(ctx, o.Concurrency, targets, a.object); err != nil {
 		return nil, err
-	}
-	if sampleErr != nil {
-		return nil, sampleErr
 	}
 	if listErr != nil {
 		return nil, listErr
@@ -297,8 +277,9 @@ func (a *auditor) storeFacts(ctx context.Context) error {
 	return nil
 }
 
-// list feeds every object (every version, where the store keeps them).
-func (a *auditor) list(ctx context.Context, out chan<- target) error {
+// list yields every object (every version, where the store keeps them),
+// until yield says stop.
+func (a *auditor) list(ctx context.Context, yield func(target) bool) error {
 	if vl, ok := a.o.Store.(storage.VersionLister); ok && a.rep.Store != nil && (a.rep.Store.Versioning == "enabled" || a.rep.Store.Versioning == "suspended") {
 		seen := map[string]bool{}
 		for v, err := range vl.ListVersions(ctx, "") {
@@ -316,10 +297,8 @@ func (a *auditor) list(ctx context.Context, out chan<- target) error {
 				a.count(ClassDeleted)
 				continue
 			}
-			select {
-			case out <- target{key: v.Key, versionID: v.VersionID, latest: v.IsLatest, size: v.Size}:
-			case <-ctx.Done():
-				return ctx.Err()
+			if !yield(target{key: v.Key, versionID: v.VersionID, latest: v.IsLatest, size: v.Size}) {
+				return nil
 			}
 		}
 		return nil
@@ -332,10 +311,8 @@ func (a *auditor) list(ctx context.Context, out chan<- target) error {
 		a.rep.Objects++
 		a.rep.Versions++
 		a.mu.Unlock()
-		select {
-		case out <- target{key: oi.Key, latest: true, size: oi.Size}:
-		case <-ctx.Done():
-			return ctx.Err()
+		if !yield(target{key: oi.Key, latest: true, size: oi.Size}) {
+			return nil
 		}
 	}
 	return nil

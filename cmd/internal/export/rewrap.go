@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ehrport/ehrport/cmd/internal/workers"
 	ehrcrypto "github.com/ehrport/ehrport/crypto"
 	"github.com/ehrport/ehrport/storage"
 )
@@ -91,59 +92,38 @@ func (o *RewrapOptions) Run(ctx context.Context) (*RewrapSummary, error) {
 	x := &m.Extension.Ehrport
 	sum := &RewrapSummary{ExportID: x.ExportID, Location: o.Store.Location(), Objects: len(x.Objects)}
 	var mu sync.Mutex
-	var firstErr error
 	var stanzas []ehrcrypto.Stanza
-	work := make(chan int)
-	var wg sync.WaitGroup
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for range o.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				res, err := o.object(wctx, x.ExportID, x.Objects[i], trust)
-				mu.Lock()
-				if err != nil {
-					if firstErr == nil {
-						firstErr = err
-						cancel()
-					}
-				} else {
-					x.Objects[i].Size, x.Objects[i].SHA256 = res.size, res.sha256
-					sum.BytesUploaded += res.uploaded
-					sum.BytesCopied += res.copied
-					switch {
-					case res.resumed:
-						sum.Resumed++
-					case res.serverSide:
-						sum.ServerSide++
-					default:
-						sum.Rewritten++
-					}
-					if stanzas == nil {
-						stanzas = res.stanzas
-					}
-				}
-				mu.Unlock()
+	err = workers.ForEach(ctx, o.Concurrency, func(yield func(int) bool) {
+		for i := range x.Objects {
+			if !yield(i) {
+				return
 			}
-		}()
-	}
-feed:
-	for i := range x.Objects {
-		select {
-		case work <- i:
-		case <-wctx.Done():
-			break feed
 		}
-	}
-	close(work)
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+	}, func(ctx context.Context, i int) error {
+		res, err := o.object(ctx, x.ExportID, x.Objects[i], trust)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		x.Objects[i].Size, x.Objects[i].SHA256 = res.size, res.sha256
+		sum.BytesUploaded += res.uploaded
+		sum.BytesCopied += res.copied
+		switch {
+		case res.resumed:
+			sum.Resumed++
+		case res.serverSide:
+			sum.ServerSide++
+		default:
+			sum.Rewritten++
+		}
+		if stanzas == nil {
+			stanzas = res.stanzas
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
-	}
-	if firstErr != nil {
-		return nil, firstErr
 	}
 	x.Recipients = []RecipientEntry{}
 	for _, s := range stanzas {

@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/ehrport/ehrport/cmd/internal/export"
+	"github.com/ehrport/ehrport/cmd/internal/workers"
 	"github.com/ehrport/ehrport/storage"
 )
 
@@ -204,55 +206,32 @@ func CompareByManifest(ctx context.Context, rep *Report, o CompareOptions) (*Rep
 			out.ObjectsVerified++
 		}
 	}
-	work := make(chan export.ObjectEntry)
-	var wg sync.WaitGroup
-	var firstErr error
-	var once sync.Once
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for range o.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for e := range work {
-				sum, n, err := hashObject(wctx, o.Reference, e.Key)
-				v.mu.Lock()
-				out.Objects++
-				switch {
-				case errors.Is(err, storage.ErrNotExist):
-					v.rep.Findings = append(v.rep.Findings, Finding{Code: "missing-in-reference", Object: e.Key, Message: "listed in the manifest but not in " + o.Reference.Location()})
-				case err != nil:
-					once.Do(func() { firstErr = err; cancel() })
-				case n != e.Size || sum != e.SHA256:
-					v.rep.Findings = append(v.rep.Findings, Finding{Code: "sha256-mismatch", Object: e.Key, Expected: e.SHA256, Found: sum,
-						Message: "the reference's bytes differ from the manifest the target matches"})
-				default:
-					out.ObjectsVerified++
-					out.Bytes += n
-				}
-				objs, b := out.ObjectsVerified, out.Bytes
-				v.mu.Unlock()
-				if o.Progress != nil {
-					o.Progress(objs, b)
-				}
-			}
-		}()
-	}
-feed:
-	for _, e := range ext.Objects {
-		select {
-		case work <- e:
-		case <-wctx.Done():
-			break feed
+	err := workers.ForEach(ctx, o.Concurrency, slices.Values(ext.Objects), func(ctx context.Context, e export.ObjectEntry) error {
+		sum, n, err := hashObject(ctx, o.Reference, e.Key)
+		v.mu.Lock()
+		out.Objects++
+		switch {
+		case errors.Is(err, storage.ErrNotExist):
+			v.rep.Findings = append(v.rep.Findings, Finding{Code: "missing-in-reference", Object: e.Key, Message: "listed in the manifest but not in " + o.Reference.Location()})
+		case err != nil:
+			v.mu.Unlock()
+			return err
+		case n != e.Size || sum != e.SHA256:
+			v.rep.Findings = append(v.rep.Findings, Finding{Code: "sha256-mismatch", Object: e.Key, Expected: e.SHA256, Found: sum,
+				Message: "the reference's bytes differ from the manifest the target matches"})
+		default:
+			out.ObjectsVerified++
+			out.Bytes += n
 		}
-	}
-	close(work)
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+		objs, b := out.ObjectsVerified, out.Bytes
+		v.mu.Unlock()
+		if o.Progress != nil {
+			o.Progress(objs, b)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
-	}
-	if firstErr != nil {
-		return nil, firstErr
 	}
 	for oi, err := range o.Reference.List(ctx, "") {
 		if err != nil {

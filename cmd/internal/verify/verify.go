@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/ehrport/ehrport/cmd/internal/export"
+	"github.com/ehrport/ehrport/cmd/internal/workers"
 	ehrcrypto "github.com/ehrport/ehrport/crypto"
 	"github.com/ehrport/ehrport/fhir"
 	"github.com/ehrport/ehrport/storage"
@@ -268,37 +269,7 @@ func (v *verifier) readSummary(ctx context.Context, ext export.ManifestExt) erro
 
 // objects reads every listed object, o.Concurrency at a time.
 func (v *verifier) objects(ctx context.Context, entries []export.ObjectEntry) error {
-	work := make(chan export.ObjectEntry)
-	var wg sync.WaitGroup
-	var firstErr error
-	var once sync.Once
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for range v.o.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for e := range work {
-				if err := v.object(wctx, e); err != nil {
-					once.Do(func() { firstErr = err; cancel() })
-				}
-			}
-		}()
-	}
-feed:
-	for _, e := range entries {
-		select {
-		case work <- e:
-		case <-wctx.Done():
-			break feed
-		}
-	}
-	close(work)
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return firstErr
+	return workers.ForEach(ctx, v.o.Concurrency, slices.Values(entries), v.object)
 }
 
 // object verifies one object. It returns an error only when the store fails
