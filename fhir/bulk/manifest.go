@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -133,6 +134,10 @@ type wireManifest struct {
 	Extension           json.RawMessage `json:"extension,omitempty"`
 }
 
+// fhirInstant is the FHIR R4 instant regex: time.Parse alone accepts
+// one-digit hours and year 0000, which FHIR does not.
+var fhirInstant = regexp.MustCompile(`^([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))$`)
+
 // ParseManifest parses and validates a manifest. src names where the bytes
 // came from (a URL or a file path) and appears in every error, which wraps
 // fhir.ErrBadInput.
@@ -154,7 +159,7 @@ func ParseManifest(src string, data []byte) (*Manifest, error) {
 	if w.TransactionTime == "" {
 		return nil, bad("transactionTime is missing")
 	}
-	if _, err := time.Parse(time.RFC3339Nano, w.TransactionTime); err != nil {
+	if _, err := time.Parse(time.RFC3339Nano, w.TransactionTime); err != nil || !fhirInstant.MatchString(w.TransactionTime) {
 		return nil, bad("transactionTime %q is not a FHIR instant", w.TransactionTime)
 	}
 	if w.RequiresAccessToken == nil {
@@ -260,7 +265,12 @@ func (m *Manifest) MarshalJSON() ([]byte, error) {
 		w.Output = []wireFile{}
 	}
 	if m.Version == STU4 {
+		// An STU4 manifest may be STU4 only because of `"outcome": []`;
+		// keep the empty array so the manifest re-parses as STU4.
 		w.Outcome = conv(m.Errors)
+		if w.Outcome == nil {
+			w.Outcome = []wireFile{}
+		}
 	} else {
 		w.Error = conv(m.Errors)
 	}

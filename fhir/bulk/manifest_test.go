@@ -79,6 +79,8 @@ func TestParseManifestRejects(t *testing.T) {
 		"trailing":         {`{"transactionTime":"2021-01-01T00:00:00Z","requiresAccessToken":true} {}`, "trailing data"},
 		"no time":          {`{"requiresAccessToken":true}`, "transactionTime is missing"},
 		"bad time":         {`{"transactionTime":"2021-01-01","requiresAccessToken":true}`, "not a FHIR instant"},
+		"one-digit hour":   {`{"transactionTime":"2021-01-01T0:00:00Z","requiresAccessToken":true}`, "not a FHIR instant"},
+		"year zero":        {`{"transactionTime":"0000-01-01T00:00:00Z","requiresAccessToken":true}`, "not a FHIR instant"},
 		"no rat":           {`{"transactionTime":"2021-01-01T00:00:00Z","output":[]}`, "requiresAccessToken is missing"},
 		"relative url":     {`{"transactionTime":"2021-01-01T00:00:00Z","requiresAccessToken":true,"output":[{"url":"/a.ndjson"}]}`, "output[0].url"},
 		"no url":           {`{"transactionTime":"2021-01-01T00:00:00Z","requiresAccessToken":true,"deleted":[{"type":"Bundle"}]}`, "deleted[0].url: missing"},
