@@ -11,8 +11,10 @@ BIN := bin/ehrport
 TESTBED_ENV := .cache/testbed/env
 # Integration tests talk to the test bed; the env file names its stores.
 WITH_TESTBED := set -a && source $(TESTBED_ENV) && set +a &&
+# The FHIR server of the restore-into-FHIR tests (scripts/fhirserver.sh).
+WITH_FHIRSERVER := set -a && source .cache/fhirserver/env && set +a &&
 
-.PHONY: build test test-unit test-integration check bench demo testbed-up testbed-down fuzz fuzz-short clean
+.PHONY: build test test-unit test-integration check bench demo testbed-up testbed-down fuzz fuzz-short clean fhirserver-up
 
 build:
 	$(GO) build -o $(BIN) ./cmd/ehrport
@@ -20,13 +22,13 @@ build:
 # Unit tests first (no servers), a short pass of every fuzz target, then the
 # real clouds, then the tests that use them, one package at a time: fault
 # tests kill and restart the servers.
-test: test-unit fuzz-short testbed-up test-integration
+test: test-unit fuzz-short testbed-up fhirserver-up test-integration
 
 test-unit:
 	$(GO) test -count=1 ./...
 
-test-integration:
-	$(WITH_TESTBED) $(GO) test -count=1 -p 1 -tags integration -run Integration ./...
+test-integration: fhirserver-up
+	$(WITH_TESTBED) $(WITH_FHIRSERVER) $(GO) test -count=1 -p 1 -tags integration -run Integration ./...
 
 check:
 	@out=$$(gofmt -l cmd crypto fhir storage); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -68,6 +70,11 @@ fuzz-short:
 
 testbed-up:
 	bash scripts/testbed.sh up
+
+# A real FHIR R4 server (Node, @medplum/fhir-router in memory) on 127.0.0.1;
+# stop it with: bash scripts/fhirserver.sh down
+fhirserver-up:
+	bash scripts/fhirserver.sh up
 
 testbed-down:
 	bash scripts/testbed.sh down
