@@ -73,7 +73,7 @@ type BackendServicesConfig struct {
 	// JKU, optional, is the `jku` header: the client's JWKS URL.
 	JKU string
 
-	HTTPClient *http.Client // nil means http.DefaultClient
+	HTTPClient *http.Client // nil means a plain client; redirects are never followed
 	Clock      Clock        // nil means the real clock
 	// RefreshBefore renews the token this long before it expires
 	// (default 60 s, and never more than half its lifetime).
@@ -105,13 +105,22 @@ func NewBackendServices(cfg BackendServicesConfig) (*BackendServices, error) {
 	if err := checkFileURL(cfg.TokenURL); err != nil {
 		return nil, fmt.Errorf("bulk: token URL: %v", err)
 	}
+	if u, _ := url.Parse(cfg.TokenURL); !tokenAllowed(u) {
+		// The signed assertion and the token it buys are credentials.
+		return nil, fmt.Errorf("bulk: token URL %s: plain http is refused (use https; http only to loopback)", redact(cfg.TokenURL))
+	}
 	alg, err := algFor(cfg.Key)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = http.DefaultClient
+	hc := http.Client{}
+	if cfg.HTTPClient != nil {
+		hc = *cfg.HTTPClient
 	}
+	// A token endpoint answers; it does not redirect. Following a 307
+	// would resend the assertion to wherever the redirect points.
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	cfg.HTTPClient = &hc
 	if cfg.Clock == nil {
 		cfg.Clock = realClock{}
 	}
@@ -194,6 +203,14 @@ func (b *BackendServices) fetch(ctx context.Context) (string, time.Duration, err
 	if err != nil {
 		return "", 0, fmt.Errorf("bulk: token response %s: %v", redact(b.cfg.TokenURL), err)
 	}
+	// Answers that will not change on a retry are ServerErrors, so the
+	// Client does not retry them; network failures (above) are retried.
+	permanent := func(format string, a ...any) error {
+		return &ServerError{Op: "token", URL: redact(b.cfg.TokenURL), StatusCode: resp.StatusCode, Diagnostics: fmt.Sprintf(format, a...)}
+	}
+	if resp.StatusCode/100 == 3 {
+		return "", 0, permanent("the token endpoint redirects to %s; configure its final URL", redact(resp.Header.Get("Location")))
+	}
 	if resp.StatusCode != http.StatusOK {
 		var oe struct {
 			Error       string `json:"error"`
@@ -214,10 +231,10 @@ func (b *BackendServices) fetch(ctx context.Context) (string, time.Duration, err
 		ExpiresIn   int64  `json:"expires_in"`
 	}
 	if err := json.Unmarshal(body, &tr); err != nil || tr.AccessToken == "" {
-		return "", 0, fmt.Errorf("bulk: token response %s has no access_token", redact(b.cfg.TokenURL))
+		return "", 0, permanent("the response has no access_token")
 	}
 	if !strings.EqualFold(tr.TokenType, "bearer") {
-		return "", 0, fmt.Errorf("bulk: token response %s: token_type %q, want bearer", redact(b.cfg.TokenURL), tr.TokenType)
+		return "", 0, permanent("token_type %q, want bearer", sanitize(tr.TokenType))
 	}
 	life := time.Duration(tr.ExpiresIn) * time.Second
 	if tr.ExpiresIn <= 0 {

@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -288,5 +289,156 @@ func TestDiscoverSMART(t *testing.T) {
 	}
 	if _, err := DiscoverSMART(context.Background(), s.srv.Client(), s.srv.URL+"/nothing"); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestAssertionClaims checks the client assertion against SMART Backend
+// Services: the signature verifies with the public key (and only with it),
+// iss = sub = client id, aud = token URL, exp at most five minutes ahead,
+// and a fresh jti each time.
+func TestAssertionClaims(t *testing.T) {
+	ec := testECKey(t, elliptic.P384())
+	otherEC := testECKey(t, elliptic.P384())
+	for _, tc := range []struct {
+		alg      string
+		key      crypto.Signer
+		pub, bad crypto.PublicKey
+	}{
+		{"RS384", testRSAKey(t), &testRSAKey(t).PublicKey, &must(rsa.GenerateKey(rand.Reader, 2048)).PublicKey},
+		{"ES384", ec, &ec.PublicKey, &otherEC.PublicKey},
+	} {
+		t.Run(tc.alg, func(t *testing.T) {
+			clock := newFakeClock()
+			const tokenURL = "https://auth.example/oauth/token"
+			b, err := NewBackendServices(BackendServicesConfig{TokenURL: tokenURL, ClientID: "ehrport-client", Scope: "system/*.read",
+				Key: tc.key, KeyID: "kid-7", JKU: "https://ehrport.example/jwks.json", Clock: clock})
+			if err != nil {
+				t.Fatal(err)
+			}
+			a1, err := b.assertion()
+			if err != nil {
+				t.Fatal(err)
+			}
+			a2, _ := b.assertion()
+			hdr, claims, err := verifyAssertion(a1, tc.pub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if hdr["alg"] != tc.alg || hdr["typ"] != "JWT" || hdr["kid"] != "kid-7" || hdr["jku"] != "https://ehrport.example/jwks.json" {
+				t.Errorf("header %v", hdr)
+			}
+			now := float64(clock.Now().Unix())
+			exp, _ := claims["exp"].(float64)
+			if claims["iss"] != "ehrport-client" || claims["sub"] != "ehrport-client" || claims["aud"] != tokenURL ||
+				exp <= now || exp > now+300 || claims["iat"] != now {
+				t.Errorf("claims %v (now %v)", claims, now)
+			}
+			_, claims2, err := verifyAssertion(a2, tc.pub)
+			if err != nil || claims["jti"] == "" || claims["jti"] == claims2["jti"] {
+				t.Errorf("jti %v then %v (%v)", claims["jti"], claims2["jti"], err)
+			}
+			if _, _, err := verifyAssertion(a1, tc.bad); err == nil {
+				t.Error("assertion verifies with another key")
+			}
+			parts := strings.Split(a1, ".")
+			forged, _ := json.Marshal(map[string]any{"iss": "someone-else", "sub": "someone-else", "aud": tokenURL, "exp": exp, "jti": "x"})
+			if _, _, err := verifyAssertion(parts[0]+"."+base64.RawURLEncoding.EncodeToString(forged)+"."+parts[2], tc.pub); err == nil {
+				t.Error("changed claims still verify")
+			}
+		})
+	}
+}
+
+// TestTokenEndpointErrors: refusals fail at once with ErrUnauthorized and
+// the endpoint's error code; 5xx answers are retried with back-off; an
+// answer that cannot change (a redirect, no access_token) is not retried.
+// No error text carries the assertion.
+func TestTokenEndpointErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		mod       func(*specServer)
+		ok        bool
+		is        error
+		contains  string
+		requests  int
+		sleeps    int
+		notUnauth bool
+	}{
+		{name: "400 invalid_client", mod: func(s *specServer) { s.tokenKID = "another-kid" },
+			is: ErrUnauthorized, contains: "HTTP 400: invalid_client", requests: 1},
+		{name: "503 then a token", mod: func(s *specServer) { s.tokenStatus = []int{503, 502} }, ok: true, requests: 3, sleeps: 2},
+		{name: "503 until giving up", mod: func(s *specServer) { s.tokenStatus = slices.Repeat([]int{503}, 20) },
+			is: ErrLimit, contains: "HTTP 503", requests: 8, sleeps: 7, notUnauth: true},
+		{name: "redirect not followed", mod: func(s *specServer) { s.tokenStatus = []int{307} },
+			contains: "redirects to http://elsewhere.invalid/token", requests: 1, notUnauth: true},
+		{name: "no access_token", mod: func(s *specServer) { s.tokenBody = `{"token_type":"bearer","expires_in":300}` },
+			contains: "no access_token", requests: 1, notUnauth: true},
+		{name: "not a bearer token", mod: func(s *specServer) { s.tokenBody = `{"access_token":"x","token_type":"mac"}` },
+			contains: `token_type "mac"`, requests: 1, notUnauth: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSpecServer(t)
+			s.authRequired = true
+			s.tokenClientID, s.tokenKID, s.tokenPub = "c", "k", &testRSAKey(t).PublicKey
+			tc.mod(s)
+			src, err := NewBackendServices(BackendServicesConfig{TokenURL: s.srv.URL + "/token", ClientID: "c", Scope: "system/*.read",
+				Key: testRSAKey(t), KeyID: "k", HTTPClient: s.srv.Client(), Clock: s.clock})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = s.client(t, func(o *Options) { o.Auth = src }).Kickoff(context.Background(), Request{})
+			if s.tokenRequests != tc.requests || len(s.clock.Sleeps()) != tc.sleeps {
+				t.Errorf("token requests %d, sleeps %d; want %d, %d", s.tokenRequests, len(s.clock.Sleeps()), tc.requests, tc.sleeps)
+			}
+			if tc.ok {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || (tc.is != nil && !errors.Is(err, tc.is)) || !strings.Contains(err.Error(), tc.contains) ||
+				!strings.Contains(err.Error(), "/token") || (tc.notUnauth && errors.Is(err, ErrUnauthorized)) {
+				t.Fatalf("err = %v", err)
+			}
+			if strings.Contains(err.Error(), "eyJ") {
+				t.Fatalf("error carries a JWT: %v", err)
+			}
+			if len(s.kickoffs) != 0 {
+				t.Errorf("kick-off sent without a token")
+			}
+		})
+	}
+}
+
+// TestRefreshOn401Once: a 401 makes the client fetch one fresh token and
+// try again once; a server that refuses that one too gets no third try.
+func TestRefreshOn401Once(t *testing.T) {
+	s := newSpecServer(t)
+	s.authRequired, s.rejectTokens = true, true
+	s.tokenClientID, s.tokenKID, s.tokenPub = "c", "k", &testRSAKey(t).PublicKey
+	src, err := NewBackendServices(BackendServicesConfig{TokenURL: s.srv.URL + "/token", ClientID: "c", Scope: "system/*.read",
+		Key: testRSAKey(t), KeyID: "k", HTTPClient: s.srv.Client(), Clock: s.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.client(t, func(o *Options) { o.Auth = src }).Kickoff(context.Background(), Request{})
+	if !errors.Is(err, ErrUnauthorized) || !strings.Contains(err.Error(), "HTTP 401") {
+		t.Fatalf("err = %v", err)
+	}
+	if s.tokenIssued != 2 || len(s.kickoffs) != 2 || len(s.clock.Sleeps()) != 0 {
+		t.Fatalf("tokens %d, kick-offs %d, sleeps %v; want 2, 2, none", s.tokenIssued, len(s.kickoffs), s.clock.Sleeps())
+	}
+}
+
+func TestTokenURLPlainHTTP(t *testing.T) {
+	cfg := BackendServicesConfig{ClientID: "c", Scope: "system/*.read", Key: testRSAKey(t), KeyID: "k"}
+	for raw, ok := range map[string]bool{
+		"https://auth.example/token": true, "http://127.0.0.1:9/token": true, "http://localhost/token": true,
+		"http://auth.example/token": false,
+	} {
+		cfg.TokenURL = raw
+		if _, err := NewBackendServices(cfg); (err == nil) != ok {
+			t.Errorf("%s: err = %v", raw, err)
+		}
 	}
 }

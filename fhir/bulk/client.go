@@ -142,9 +142,11 @@ type Options struct {
 	StrictCounts bool
 	// Events, when set, receives progress and retry events.
 	Events func(Event)
-	// TokenHosts lists further hosts (host or host:port) that may receive
-	// the bearer token on file downloads when a manifest requires it. By
-	// default only the BaseURL's host does.
+	// TokenHosts lists further hosts (host, or host:port when the port is
+	// not the scheme's default) that may receive the bearer token on file
+	// downloads when a manifest requires it. By default only the BaseURL's
+	// origin (scheme, host and port) does; a download elsewhere fails with
+	// a *TokenHostError before any request is sent.
 	TokenHosts []string
 	// UserAgent is sent on every request (default "ehrport-bulk").
 	UserAgent string
@@ -543,23 +545,64 @@ func (e *retryableError) Error() string { return e.err.Error() }
 func (e *retryableError) Unwrap() error { return e.err }
 
 // tokenHostAllowed refuses to send the token over plain http (except to
-// loopback), and, for file downloads, to hosts other than the FHIR
-// server's unless Options.TokenHosts lists them: a manifest must not be
-// able to send the token elsewhere.
+// loopback), and, for file downloads, to any origin other than the FHIR
+// server's (scheme, host and port, default ports made explicit) unless
+// Options.TokenHosts lists the host: a manifest must not be able to send
+// the token elsewhere.
 func (c *Client) tokenHostAllowed(k call, u *url.URL) error {
 	if !tokenAllowed(u) {
 		return fmt.Errorf("bulk: %s %s: refusing to send the bearer token over plain http (use https): %w", k.op, redact(k.url), ErrUnauthorized)
 	}
-	if k.op != "download" || strings.EqualFold(u.Host, c.base.Host) {
+	if k.op != "download" || sameOrigin(u, c.base) {
 		return nil
 	}
 	for _, h := range c.o.TokenHosts {
-		if strings.EqualFold(u.Host, h) {
+		if hostPort(u) == normalHost(h, u.Scheme) {
 			return nil
 		}
 	}
-	return fmt.Errorf("bulk: download %s: the manifest asks for the bearer token on %s, not the FHIR server's host %s; list it in TokenHosts to allow: %w",
-		redact(k.url), u.Host, c.base.Host, ErrUnauthorized)
+	return &TokenHostError{URL: redact(k.url), Host: hostPort(u), Server: hostPort(c.base)}
+}
+
+// TokenHostError is a download the client refused to make: the manifest
+// says requiresAccessToken, but the file is not on the FHIR server's
+// origin and Options.TokenHosts does not list its host. No request was
+// sent. It unwraps to ErrUnauthorized.
+type TokenHostError struct {
+	URL    string // redacted
+	Host   string // host:port of the file
+	Server string // host:port of the FHIR server
+}
+
+func (e *TokenHostError) Error() string {
+	return fmt.Sprintf("bulk: download %s: the manifest asks for the bearer token on %s, not on the FHIR server's origin %s; refusing to send it there (list the host in TokenHosts to allow it)",
+		e.URL, e.Host, e.Server)
+}
+
+func (e *TokenHostError) Unwrap() error { return ErrUnauthorized }
+
+// sameOrigin compares scheme, host (case-insensitively) and port, with
+// the scheme's default port filled in.
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) && hostPort(a) == hostPort(b)
+}
+
+// hostPort is "host:port" in lower case, with the default port of the
+// URL's scheme when it has none.
+func hostPort(u *url.URL) string {
+	return normalHost(u.Host, u.Scheme)
+}
+
+func normalHost(hostport, scheme string) string {
+	h := strings.ToLower(hostport)
+	if _, _, err := net.SplitHostPort(h); err == nil {
+		return h
+	}
+	port := "443"
+	if strings.EqualFold(scheme, "http") {
+		port = "80"
+	}
+	return net.JoinHostPort(strings.Trim(h, "[]"), port)
 }
 
 // redirectPolicyError is a redirect the client refused to follow.

@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -649,5 +652,64 @@ func TestErrorsRedactQuery(t *testing.T) {
 	_, err := c.Open(context.Background(), File{URL: s.srv.URL + "/files/missing.ndjson?sig=SECRET"})
 	if !errors.Is(err, ErrExpired) || strings.Contains(err.Error(), "SECRET") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestSameOrigin(t *testing.T) {
+	base, _ := url.Parse("https://EHR.example/fhir")
+	for raw, want := range map[string]bool{
+		"https://ehr.example/files/1":     true,
+		"https://ehr.example:443/files/1": true,
+		"https://ehr.example:8443/f":      false,
+		"http://ehr.example/files/1":      false,
+		"https://files.ehr.example/f":     false,
+		"https://ehr.example.evil/f":      false,
+	} {
+		u, _ := url.Parse(raw)
+		if sameOrigin(u, base) != want {
+			t.Errorf("sameOrigin(%s) = %v", raw, !want)
+		}
+	}
+}
+
+// TestTokenNotSentCrossOrigin: with requiresAccessToken true, a file on
+// another port of the same host is refused before any request (the token
+// stays home); with requiresAccessToken false, files elsewhere are
+// capability URLs and are fetched without the token.
+func TestTokenNotSentCrossOrigin(t *testing.T) {
+	const secret = "static-secret-token"
+	var auths []string
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auths = append(auths, r.Header.Get("Authorization"))
+		io.WriteString(w, `{"resourceType":"Patient","id":"p1"}`+"\n")
+	}))
+	t.Cleanup(other.Close)
+	for _, requires := range []bool{true, false} {
+		auths = nil
+		s := newSpecServer(t)
+		s.authRequired = true
+		s.validTokens[secret] = 0
+		s.manifestBody = fmt.Appendf(nil, `{"transactionTime":"2026-01-01T00:00:00Z","requiresAccessToken":%v,
+			"output":[{"type":"Patient","url":"%s/files/Patient.ndjson","count":1}]}`, requires, other.URL)
+		c := s.client(t, func(o *Options) { o.Auth = StaticToken(secret) })
+		st, err := c.Kickoff(context.Background(), Request{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.Wait(context.Background(), st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Download(context.Background(), m, st, newMemSink(), nil)
+		var the *TokenHostError
+		if requires {
+			if !errors.As(err, &the) || !errors.Is(err, ErrUnauthorized) || len(auths) != 0 || strings.Contains(err.Error(), secret) {
+				t.Fatalf("requires=true: err = %v, requests %q", err, auths)
+			}
+			continue
+		}
+		if err != nil || len(auths) != 1 || auths[0] != "" {
+			t.Fatalf("requires=false: err = %v, Authorization headers %q", err, auths)
+		}
 	}
 }

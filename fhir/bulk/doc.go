@@ -42,13 +42,18 @@
 // client_credentials grant, cached, and refreshed before expiry and after a
 // 401). The token goes to the kick-off, status and DELETE requests, and to
 // file downloads only when the manifest says `requiresAccessToken: true`
-// and the file is on the FHIR server's host (or one in
-// [Options.TokenHosts]); it is never sent to capability URLs, never sent
-// over plain HTTP except to loopback addresses, never carried across an
-// https-to-http redirect, and never appears in an error, an [Event] or the
-// State. [DiscoverSMART] finds the token endpoint from the server's
-// `.well-known/smart-configuration`; [ParsePrivateKey] loads the key from a
-// JWK, a JWK Set or PEM.
+// and the file is on the FHIR server's origin (scheme, host and port) or a
+// host in [Options.TokenHosts]; a file elsewhere fails with a
+// [*TokenHostError] before any request. The token is never sent to
+// capability URLs, never sent over plain HTTP except to loopback
+// addresses, never carried across an https-to-http redirect, and never
+// appears in an error, an [Event] or the State. The client assertion goes
+// only to the configured token endpoint (https, or http to loopback), and
+// a redirect from it is not followed. A token endpoint's 5xx or 429 is
+// retried like any request; its refusal (400 `invalid_client`, 401) is
+// not, and wraps [ErrUnauthorized]. [DiscoverSMART] finds the token
+// endpoint from the server's `.well-known/smart-configuration`;
+// [ParsePrivateKey] loads the key from a JWK, a JWK Set or PEM.
 //
 // # Time
 //

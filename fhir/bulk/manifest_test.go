@@ -106,6 +106,16 @@ func TestParseOutcome(t *testing.T) {
 	if !ok || !o.Transient || o.Diagnostics != "timeout; transient" {
 		t.Errorf("got %+v %v", o, ok)
 	}
+	for body, want := range map[string]string{
+		`{"resourceType":"OperationOutcome","issue":[{"severity":"information","code":"informational"},{"severity":"warning","code":"incomplete"}]}`: "warning",
+		`{"resourceType":"OperationOutcome","issue":[{"severity":"fatal","code":"exception"},{"severity":"error","code":"processing"}]}`:           "fatal",
+		`{"resourceType":"OperationOutcome","issue":[{"severity":"bogus","code":"processing"},{"severity":"warning","code":"processing"}]}`:        "error",
+		`{"resourceType":"OperationOutcome","issue":[]}`: "",
+	} {
+		if o, ok := ParseOutcome([]byte(body)); !ok || o.Severity != want {
+			t.Errorf("%s: severity %q, want %q", body, o.Severity, want)
+		}
+	}
 	if _, ok := ParseOutcome([]byte(`{"resourceType":"Patient"}`)); ok {
 		t.Error("Patient taken for an OperationOutcome")
 	}

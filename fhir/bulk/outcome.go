@@ -14,7 +14,15 @@ import (
 type Outcome struct {
 	Transient   bool
 	Diagnostics string // issue diagnostics or details.text, joined with "; "
+	// Severity is the most severe issue's severity: "fatal", "error",
+	// "warning" or "information" ("" without issues; an unknown value
+	// counts as "error").
+	Severity string
+	Issues   int
 }
+
+// severityRank orders OperationOutcome.issue.severity values.
+var severityRank = map[string]int{"": 0, "information": 1, "warning": 2, "error": 3, "fatal": 4}
 
 // ParseOutcome reads an OperationOutcome body. ok is false when the body
 // is not an OperationOutcome at all; the caller then has only the status.
@@ -34,7 +42,15 @@ func ParseOutcome(body []byte) (o Outcome, ok bool) {
 		return Outcome{}, false
 	}
 	var texts []string
+	o.Issues = len(oo.Issue)
 	for _, is := range oo.Issue {
+		sev := is.Severity
+		if _, known := severityRank[sev]; !known || sev == "" {
+			sev = "error"
+		}
+		if severityRank[sev] > severityRank[o.Severity] {
+			o.Severity = sev
+		}
 		if is.Code == "transient" {
 			o.Transient = true
 		}

@@ -10,6 +10,7 @@ import (
 	"crypto/sha512"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -137,6 +138,10 @@ type specServer struct {
 	tokenKID       string
 	tokenIssued    int
 	tokenExpiresIn int
+	tokenStatus    []int  // statuses the token endpoint answers before it works (503, 307, ...)
+	tokenBody      string // non-empty: the 200 answer's body instead of a token
+	rejectTokens   bool   // every bearer token is refused (401), fresh or not
+	tokenRequests  int
 
 	// records
 	kickoffs      []recorded
@@ -198,7 +203,7 @@ func (s *specServer) authorized(r *http.Request) bool {
 		return false
 	}
 	uses, known := s.validTokens[tok]
-	if !known {
+	if !known || s.rejectTokens {
 		return false
 	}
 	if s.tokenUses > 0 && uses >= s.tokenUses {
@@ -427,6 +432,16 @@ func (s *specServer) serveToken(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusBadRequest)
 		fmt.Fprintf(w, `{"error":"invalid_client","error_description":%q}`, desc)
 	}
+	s.tokenRequests++
+	if len(s.tokenStatus) > 0 {
+		st := s.tokenStatus[0]
+		s.tokenStatus = s.tokenStatus[1:]
+		if st/100 == 3 {
+			w.Header().Set("Location", "http://elsewhere.invalid/token")
+		}
+		w.WriteHeader(st)
+		return
+	}
 	if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/x-www-form-urlencoded" {
 		fail("want a form POST")
 		return
@@ -441,39 +456,13 @@ func (s *specServer) serveToken(w http.ResponseWriter, r *http.Request) {
 		fail("bad grant parameters")
 		return
 	}
-	parts := strings.Split(r.PostForm.Get("client_assertion"), ".")
-	if len(parts) != 3 {
-		fail("assertion is not a JWS")
-		return
-	}
-	var hdr map[string]string
-	var claims map[string]any
-	hb, _ := base64.RawURLEncoding.DecodeString(parts[0])
-	cb, _ := base64.RawURLEncoding.DecodeString(parts[1])
-	sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
-	if json.Unmarshal(hb, &hdr) != nil || json.Unmarshal(cb, &claims) != nil {
-		fail("assertion header or claims not JSON")
+	hdr, claims, err := verifyAssertion(r.PostForm.Get("client_assertion"), s.tokenPub)
+	if err != nil {
+		fail(err.Error())
 		return
 	}
 	if hdr["typ"] != "JWT" || hdr["kid"] != s.tokenKID {
 		fail("bad typ or kid")
-		return
-	}
-	digest := sha512.Sum384([]byte(parts[0] + "." + parts[1]))
-	switch pub := s.tokenPub.(type) {
-	case *rsa.PublicKey:
-		if hdr["alg"] != "RS384" || rsa.VerifyPKCS1v15(pub, crypto.SHA384, digest[:], sig) != nil {
-			fail("bad RS384 signature")
-			return
-		}
-	case *ecdsa.PublicKey:
-		if hdr["alg"] != "ES384" || len(sig) != 96 ||
-			!ecdsa.Verify(pub, digest[:], new(big.Int).SetBytes(sig[:48]), new(big.Int).SetBytes(sig[48:])) {
-			fail("bad ES384 signature")
-			return
-		}
-	default:
-		fail("no key registered")
 		return
 	}
 	now := s.clock.Now().Unix()
@@ -485,11 +474,47 @@ func (s *specServer) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.seenJTI[jti] = true
+	if s.tokenBody != "" {
+		io.WriteString(w, s.tokenBody)
+		return
+	}
 	s.tokenIssued++
 	tok := fmt.Sprintf("issued-%d", s.tokenIssued)
 	s.validTokens[tok] = 0
 	w.Header().Set("Content-Type", "application/json")
 	fmt.Fprintf(w, `{"access_token":%q,"token_type":"bearer","expires_in":%d,"scope":%q}`, tok, s.tokenExpiresIn, r.PostForm.Get("scope"))
+}
+
+// verifyAssertion checks a JWS client assertion's signature with pub
+// (RS384 for RSA, ES384 for EC) and returns its header and claims.
+func verifyAssertion(assertion string, pub crypto.PublicKey) (map[string]string, map[string]any, error) {
+	parts := strings.Split(assertion, ".")
+	if len(parts) != 3 {
+		return nil, nil, errors.New("assertion is not a JWS")
+	}
+	var hdr map[string]string
+	var claims map[string]any
+	hb, _ := base64.RawURLEncoding.DecodeString(parts[0])
+	cb, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
+	if json.Unmarshal(hb, &hdr) != nil || json.Unmarshal(cb, &claims) != nil {
+		return nil, nil, errors.New("assertion header or claims not JSON")
+	}
+	digest := sha512.Sum384([]byte(parts[0] + "." + parts[1]))
+	switch pub := pub.(type) {
+	case *rsa.PublicKey:
+		if hdr["alg"] != "RS384" || rsa.VerifyPKCS1v15(pub, crypto.SHA384, digest[:], sig) != nil {
+			return nil, nil, errors.New("bad RS384 signature")
+		}
+	case *ecdsa.PublicKey:
+		if hdr["alg"] != "ES384" || len(sig) != 96 ||
+			!ecdsa.Verify(pub, digest[:], new(big.Int).SetBytes(sig[:48]), new(big.Int).SetBytes(sig[48:])) {
+			return nil, nil, errors.New("bad ES384 signature")
+		}
+	default:
+		return nil, nil, errors.New("no key registered")
+	}
+	return hdr, claims, nil
 }
 
 // memSink stores files in memory, replacing on restart.
