@@ -108,8 +108,8 @@ func TestParseOutcome(t *testing.T) {
 	}
 	for body, want := range map[string]string{
 		`{"resourceType":"OperationOutcome","issue":[{"severity":"information","code":"informational"},{"severity":"warning","code":"incomplete"}]}`: "warning",
-		`{"resourceType":"OperationOutcome","issue":[{"severity":"fatal","code":"exception"},{"severity":"error","code":"processing"}]}`:           "fatal",
-		`{"resourceType":"OperationOutcome","issue":[{"severity":"bogus","code":"processing"},{"severity":"warning","code":"processing"}]}`:        "error",
+		`{"resourceType":"OperationOutcome","issue":[{"severity":"fatal","code":"exception"},{"severity":"error","code":"processing"}]}`:             "fatal",
+		`{"resourceType":"OperationOutcome","issue":[{"severity":"bogus","code":"processing"},{"severity":"warning","code":"processing"}]}`:          "error",
 		`{"resourceType":"OperationOutcome","issue":[]}`: "",
 	} {
 		if o, ok := ParseOutcome([]byte(body)); !ok || o.Severity != want {
