@@ -22,10 +22,16 @@ import (
 )
 
 // RestoreOptions configure a restore: a signed export in Store decrypted
-// into the folder To.
+// into the folder To, or streamed to Sink.
 type RestoreOptions struct {
-	Store      storage.Store
-	To         string
+	Store storage.Store
+	To    string
+	// Sink, instead of To, receives each data object's plaintext
+	// (RestoreSink): no plaintext is written to disk; the ciphertext waits
+	// in an unlinked 0600 file in SpoolDir (os.TempDir() when empty) until
+	// it matched the manifest.
+	Sink       RestoreSink
+	SpoolDir   string
 	Identities []ehrcrypto.Identity
 	// Verifier checks manifest.json.sig. Nil requires AllowUnsigned, which
 	// also accepts a manifest that says it is unsigned.
@@ -111,8 +117,8 @@ func (o *RestoreOptions) Run(ctx context.Context) (*RestoreSummary, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if o.To == "" {
-		return nil, errors.New("restore: no target folder")
+	if (o.To == "") == (o.Sink == nil) {
+		return nil, errors.New("restore: give a target folder or a sink (one of them)")
 	}
 	m, mb, err := ReadManifest(ctx, o.Store)
 	if err != nil {
@@ -167,10 +173,12 @@ func (o *RestoreOptions) Run(ctx context.Context) (*RestoreSummary, error) {
 	if len(jobs) != len(doc.Objects) {
 		return nil, fmt.Errorf("%w: the summary lists %d objects, the manifest %d", ErrIncomplete, len(doc.Objects), len(jobs))
 	}
-	if err := checkTarget(o.To, jobs); err != nil {
+	restoreOne := o.restoreObject
+	if o.Sink != nil {
+		restoreOne = o.streamObject
+	} else if err := checkTarget(o.To, jobs); err != nil {
 		return nil, err
-	}
-	if err := os.MkdirAll(o.To, 0o700); err != nil {
+	} else if err := os.MkdirAll(o.To, 0o700); err != nil {
 		return nil, err
 	}
 
@@ -190,7 +198,7 @@ func (o *RestoreOptions) Run(ctx context.Context) (*RestoreSummary, error) {
 				if ctx.Err() != nil {
 					continue
 				}
-				r, err := o.restoreObject(ctx, x.ExportID, ob, want[ob.Path])
+				r, err := restoreOne(ctx, x.ExportID, ob, want[ob.Path])
 				if err != nil {
 					cancel(err)
 					continue
@@ -224,7 +232,9 @@ feed:
 	idl := sha256.New()
 	for _, so := range doc.Objects { // summary order, as the exporter hashed
 		r := results[so.Path]
-		sum.Files = append(sum.Files, filepath.Join(o.To, filepath.FromSlash(so.Path)))
+		if o.To != "" {
+			sum.Files = append(sum.Files, filepath.Join(o.To, filepath.FromSlash(so.Path)))
+		}
 		if so.Kind != KindData {
 			continue
 		}
@@ -320,18 +330,11 @@ func (o *RestoreOptions) restoreObject(ctx context.Context, exportID string, ob 
 		if err := checkCiphertext(ob, ct.n, ct.h.Sum(nil)); err != nil {
 			return err
 		}
-		if got := hex.EncodeToString(pt.h.Sum(nil)); got != so.PlaintextSHA256 || pt.n != so.PlaintextSize {
-			return fmt.Errorf("%w: %s decrypted to plaintext whose SHA-256 or size differs from the summary", ehrcrypto.ErrCorrupt, ob.Key)
+		lr, err := checkPlaintext(ob, so, pt, scan)
+		if err == nil {
+			*res = *lr
 		}
-		if scan.lines != so.Resources {
-			return fmt.Errorf("%w: %s holds %d lines, the summary says %d", ErrIncomplete, ob.Key, scan.lines, so.Resources)
-		}
-		res.ids = scan.ids.Sum(nil)
-		if hex.EncodeToString(res.ids) != so.IDsSHA256 {
-			return fmt.Errorf("%w: %s: resource ids differ from the summary", ErrIncomplete, ob.Key)
-		}
-		res.lines, res.size = scan.lines, pt.n
-		return nil
+		return err
 	})
 	if err != nil {
 		if errors.Is(err, ehrcrypto.ErrCorrupt) || errors.Is(err, ehrcrypto.ErrNoMatchingKey) || errors.Is(err, ehrcrypto.ErrPolicy) || errors.Is(err, ErrIncomplete) {
@@ -340,6 +343,22 @@ func (o *RestoreOptions) restoreObject(ctx context.Context, exportID string, ob 
 		return nil, err
 	}
 	return res, nil
+}
+
+// checkPlaintext compares the decrypted plaintext (hashed and counted by pt,
+// scanned by scan) with the object's entry in the signed summary.
+func checkPlaintext(ob ObjectEntry, so SummaryObject, pt *hashCounter, scan *lineScanner) (*lineResult, error) {
+	if got := hex.EncodeToString(pt.h.Sum(nil)); got != so.PlaintextSHA256 || pt.n != so.PlaintextSize {
+		return nil, fmt.Errorf("%w: %s decrypted to plaintext whose SHA-256 or size differs from the summary", ehrcrypto.ErrCorrupt, ob.Key)
+	}
+	if scan.lines != so.Resources {
+		return nil, fmt.Errorf("%w: %s holds %d lines, the summary says %d", ErrIncomplete, ob.Key, scan.lines, so.Resources)
+	}
+	ids := scan.ids.Sum(nil)
+	if hex.EncodeToString(ids) != so.IDsSHA256 {
+		return nil, fmt.Errorf("%w: %s: resource ids differ from the summary", ErrIncomplete, ob.Key)
+	}
+	return &lineResult{lines: scan.lines, size: pt.n, ids: ids}, nil
 }
 
 func checkCiphertext(ob ObjectEntry, n int64, sum []byte) error {
