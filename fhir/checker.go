@@ -210,7 +210,10 @@ func (c *Checker) Item(it *Item) (Action, error) {
 	c.stats.Items++
 	switch it.Kind {
 	case KindInvalid:
-		f := Finding{Severity: Error, Code: CodeInvalidJSON, Pos: it.Pos, Msg: it.Err.Error()}
+		// The finding prints the position itself; keep it once.
+		msg := strings.TrimPrefix(it.Err.Error(), it.Pos.String()+": ")
+		msg = strings.TrimPrefix(msg, ErrBadInput.Error()+": ")
+		f := Finding{Severity: Error, Code: CodeInvalidJSON, Pos: it.Pos, Msg: msg}
 		c.report(f)
 		return c.decide([]Finding{f})
 	case KindBundle:

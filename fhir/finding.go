@@ -79,6 +79,7 @@ const (
 	CodeSplitLostLink  Code = "split-lost-link" // --split-bundles drops a urn:uuid link
 	CodeKeptWhole      Code = "bundle-kept-whole"
 	CodeBundleType     Code = "bad-bundle"
+	CodeEmptyFile      Code = "empty-file" // an NDJSON file with no lines at all (a failed download?)
 )
 
 // Finding is one problem found in the input. Path is a JSON path inside the

@@ -512,7 +512,9 @@ func (s *scanner) literal(word string) error {
 
 // compactValue validates b as exactly one JSON value and appends its
 // compacted form to dst. It is the []byte fast path used for NDJSON lines
-// and single-resource files.
+// and single-resource files. dst may be b[:0]: compacting in place is safe
+// because every byte written was read before, at the same or a later
+// offset (memmove semantics of append).
 func compactValue(dst, b []byte, maxDepth int) ([]byte, error) {
 	s := newBytesScanner(b, maxDepth)
 	s.capture = dst
@@ -524,6 +526,15 @@ func compactValue(dst, b []byte, maxDepth int) ([]byte, error) {
 		return s.capture, err
 	}
 	return s.capture, nil
+}
+
+// checkValue validates b as exactly one JSON value, writing nothing.
+func checkValue(b []byte, maxDepth int) error {
+	s := newBytesScanner(b, maxDepth)
+	if err := s.value(1); err != nil {
+		return err
+	}
+	return s.end()
 }
 
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}

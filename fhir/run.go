@@ -58,7 +58,9 @@ func (c *Checker) Run(w *Walker, workers int, handle func(it *Item, act Action) 
 			} else {
 				j.it = *it
 				if it.Kind == KindResource {
-					j.it.Raw = append([]byte(nil), it.Raw...)
+					if !it.owned {
+						j.it.Raw = append([]byte(nil), it.Raw...)
+					}
 				} else {
 					close(j.done)
 				}

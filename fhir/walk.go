@@ -2,6 +2,7 @@ package fhir
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"errors"
 	"fmt"
@@ -15,9 +16,14 @@ import (
 
 // Limits applied when the options leave them zero.
 const (
-	DefaultMaxResourceBytes = 256 << 20 // one NDJSON line, resource file or Bundle entry
-	DefaultMaxDepth         = 128       // JSON nesting
-	DefaultMaxGzipRatio     = 1000      // decompressed bytes per compressed byte
+	// DefaultMaxResourceBytes caps one NDJSON line, resource file or Bundle
+	// entry. Peak memory is about twice the cap (the line while it grows),
+	// so the default keeps an export under 256 MB whatever the input;
+	// genuine larger resources need a raised cap (export
+	// --max-resource-size).
+	DefaultMaxResourceBytes = 64 << 20
+	DefaultMaxDepth         = 128  // JSON nesting
+	DefaultMaxGzipRatio     = 1000 // decompressed bytes per compressed byte
 )
 
 // WalkOptions configures a Walker. The zero value is usable.
@@ -89,6 +95,11 @@ type Item struct {
 	Raw    []byte
 	Bundle *Bundle // KindBundle only
 	Err    error   // KindInvalid only
+
+	// owned is set when Raw is a buffer the walker will not reuse (a long
+	// line, a single-resource file), so Checker.Run can keep it without a
+	// copy: a 60 MB line then lives in memory once, not three times.
+	owned bool
 }
 
 // Walker yields the resources of a set of files and folders, in a
@@ -357,6 +368,10 @@ func newNDJSONSource(path string, rc io.ReadCloser, o *WalkOptions) *ndjsonSourc
 }
 
 func (n *ndjsonSource) close() error {
+	if n.line == 0 {
+		n.opts.report(Finding{Severity: Warning, Code: CodeEmptyFile, Pos: Position{File: n.path, Entry: -1},
+			Msg: "the file is empty: no resources; check that it was downloaded or copied completely"})
+	}
 	if n.blanks > 0 {
 		n.opts.report(Finding{Severity: Info, Code: CodeInvalidJSON, Pos: Position{File: n.path, Entry: -1},
 			Msg: fmt.Sprintf("%d blank lines skipped", n.blanks)})
@@ -364,20 +379,25 @@ func (n *ndjsonSource) close() error {
 	return n.rc.Close()
 }
 
-// readLine returns the next line without its newline. tooLong is set when
-// the line exceeded the cap; its bytes are then discarded.
+// readLine returns the next line, with its newline if it has one. tooLong
+// is set when the line exceeded the cap; its bytes are then discarded. A
+// line longer than the read buffer is gathered in chunks and copied once
+// into n.long, sized exactly: growing one slice instead would leave about
+// four times the line behind as garbage.
 func (n *ndjsonSource) readLine() (line []byte, tooLong bool, err error) {
 	limit := n.opts.maxResource()
-	n.long = n.long[:0]
+	n.long = nil
+	var chunks [][]byte
+	total := 0
 	for {
 		frag, err := n.br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
 			if !tooLong {
-				if len(n.long)+len(frag) > limit {
-					tooLong = true
-					n.long = n.long[:0]
+				total += len(frag)
+				if total > limit {
+					tooLong, chunks = true, nil // the rest of the line is discarded
 				} else {
-					n.long = append(n.long, frag...)
+					chunks = append(chunks, bytes.Clone(frag))
 				}
 			}
 			continue
@@ -385,12 +405,13 @@ func (n *ndjsonSource) readLine() (line []byte, tooLong bool, err error) {
 		if err != nil && err != io.EOF {
 			return nil, false, err
 		}
-		if len(n.long) > 0 || tooLong {
-			if !tooLong && len(n.long)+len(frag) > limit {
-				tooLong = true
-			}
-			if tooLong {
+		if len(chunks) > 0 || tooLong {
+			if tooLong || total+len(frag) > limit {
 				return nil, true, nil
+			}
+			n.long = make([]byte, 0, total+len(frag))
+			for _, c := range chunks {
+				n.long = append(n.long, c...)
 			}
 			n.long = append(n.long, frag...)
 			frag = n.long
@@ -427,6 +448,25 @@ func (n *ndjsonSource) next() (*Item, error) {
 		if isBlank(line) {
 			n.blanks++
 			continue
+		}
+		if len(n.long) > 0 {
+			// A line longer than the read buffer: check it first, keeping
+			// the original bytes for quarantine if it is invalid, then
+			// compact it in place (output never outruns input) and hand
+			// the buffer to the item instead of copying it.
+			if err := checkValue(line, n.opts.maxDepth()); err != nil {
+				n.item.Kind = KindInvalid
+				n.item.Raw = line
+				n.item.Err = fmt.Errorf("%s: %w: %v", pos, ErrBadInput, err)
+				return &n.item, nil
+			}
+			out, err := compactValue(line[:0], line, n.opts.maxDepth())
+			if err != nil {
+				return nil, fmt.Errorf("%s: compacting a checked line: %w", pos, err) // cannot happen
+			}
+			n.long = nil
+			n.item.Kind, n.item.Raw, n.item.owned = KindResource, out, true
+			return &n.item, nil
 		}
 		n.out, err = compactValue(n.out[:0], line, n.opts.maxDepth())
 		if err != nil {
@@ -567,5 +607,5 @@ func (w *Walker) openJSON(path string) (source, error) {
 		}
 		return nil, err
 	}
-	return &oneItem{item: &Item{Kind: KindResource, Pos: pos, Raw: s.capture}, rc: rc}, nil
+	return &oneItem{item: &Item{Kind: KindResource, Pos: pos, Raw: s.capture, owned: true}, rc: rc}, nil
 }
