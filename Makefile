@@ -2,7 +2,8 @@
 #   make demo    the main job on embedded defaults and sample data
 #   make test    every test, starting the S3 test bed (MinIO + versitygw) it needs
 #   make check   formatting, vet, staticcheck, layering, go mod tidy, race tests
-#   make bench   benchmarks against peers (not part of test or CI)
+#   make bench   benchmarks against peers, scale curve, micro-benchmarks (not part of test or CI)
+#   make bench-quick  the same code paths on small sizes, a few minutes
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -14,7 +15,7 @@ WITH_TESTBED := set -a && source $(TESTBED_ENV) && set +a &&
 # The FHIR server of the restore-into-FHIR tests (scripts/fhirserver.sh).
 WITH_FHIRSERVER := set -a && source .cache/fhirserver/env && set +a &&
 
-.PHONY: build test test-unit test-integration check bench demo testbed-up testbed-down fuzz fuzz-short clean fhirserver-up
+.PHONY: build test test-unit test-integration check bench bench-quick demo testbed-up testbed-down fuzz fuzz-short clean fhirserver-up
 
 build:
 	$(GO) build -o $(BIN) ./cmd/ehrport
@@ -44,9 +45,28 @@ check:
 		echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit"; exit 1; fi
 	$(GO) test -race -count=1 ./...
 
+# Every scripts/bench-*.sh, each writing its own section of docs/BENCHMARKS.md
+# (and its entries of docs/benchmarks.json): the peers, the scale curve and
+# the Go micro-benchmarks with benchstat. $(1): rounds against the peers,
+# $(2): rounds of the scale curve, $(3): -count of the micro-benchmarks. A
+# failed script does not stop the others; the target fails at the end.
+BENCH_ROUNDS ?= 5
+BENCH_SCALE_ROUNDS ?= 3
+BENCH_MICRO_COUNT ?= 6
+bench_all = failed=; for s in scripts/bench-*.sh; do \
+		case "$$s" in */bench-scale.sh) n=$(2);; */bench-micro.sh) n=$(3);; *) n=$(1);; esac; \
+		echo "== $$s $$n"; ( $(WITH_TESTBED) bash "$$s" "$$n" ) || failed="$$failed $$s"; \
+	done; if [ -n "$$failed" ]; then echo "bench: failed:$$failed"; exit 1; fi
+
 bench: build testbed-up
-	$(WITH_TESTBED) $(GO) test -tags integration -run '^$$' -bench . -benchmem ./...
-	@for s in scripts/bench-*.sh; do [ -e "$$s" ] || continue; echo "== $$s"; $(WITH_TESTBED) bash "$$s"; done
+	@$(call bench_all,$(BENCH_ROUNDS),$(BENCH_SCALE_ROUNDS),$(BENCH_MICRO_COUNT))
+
+# The same scripts and code paths on small sizes, 2 rounds, nothing recorded
+# in docs/: a few minutes.
+bench-quick: build testbed-up
+	@export BENCH_RECORD=0 BENCH_SMALL_PATIENTS=300 BENCH_LARGE_MIB=16 BENCH_LARGE_N=2 BENCH_MIB=64 \
+		BENCH_EXPORT_PATIENTS=530 BENCH_SCALE_RESOURCES="1000 10000" BENCH_MICRO_TIME=1x; \
+	$(call bench_all,2,1,1)
 
 # The main job, end to end: an exit drill from MinIO (cloud A) to versitygw
 # (cloud B) over TLS on generated patients, with ephemeral keys, deletion at A
