@@ -166,3 +166,26 @@ func TestEmptyNDJSONWarns(t *testing.T) {
 		}
 	}
 }
+
+// UTF-16 input and a byte order mark inside an NDJSON file get errors that
+// say what is wrong, not "unexpected 'ÿ'".
+func TestEncodingFaultsNamed(t *testing.T) {
+	dir := t.TempDir()
+	utf16 := []byte{0xff, 0xfe}
+	for _, c := range pat + "\n" {
+		utf16 = append(utf16, byte(c), 0)
+	}
+	for _, name := range []string{"u16.ndjson", "u16.json", "u16.ndjson.gz"} {
+		p := writeFile(t, dir, name, utf16)
+		got := walkAll(t, WalkOptions{}, p)
+		if got.final == nil || !errors.Is(got.final, ErrBadInput) || !strings.Contains(got.final.Error(), "UTF-16") || !strings.Contains(got.final.Error(), name) {
+			t.Errorf("%s: %+v", name, got)
+		}
+	}
+	p := writeFile(t, dir, "joined.ndjson", []byte("\xEF\xBB\xBF"+pat+"\n\xEF\xBB\xBF"+pat+"\n"))
+	got := walkAll(t, WalkOptions{}, p)
+	if len(got.kinds) != 2 || got.kinds[0] != KindResource || got.kinds[1] != KindInvalid ||
+		!strings.Contains(got.errs[1].Error(), "joined.ndjson:2") || !strings.Contains(got.errs[1].Error(), "byte order mark") {
+		t.Fatalf("%+v", got)
+	}
+}

@@ -292,6 +292,12 @@ func openInput(path string, o *WalkOptions) (io.ReadCloser, error) {
 	if b, err := br.Peek(3); err == nil && string(b) == string(utf8BOM) {
 		br.Discard(3)
 	}
+	if b, err := br.Peek(2); err == nil && (string(b) == "\xff\xfe" || string(b) == "\xfe\xff") {
+		for _, c := range closers {
+			c.Close()
+		}
+		return nil, fmt.Errorf("%s: %w: the file is UTF-16 (byte order mark %X); FHIR JSON must be UTF-8: convert it, e.g. iconv -f UTF-16 -t UTF-8", path, ErrBadInput, b)
+	}
 	return &multiCloser{Reader: br, closers: closers}, nil
 }
 
@@ -448,6 +454,11 @@ func (n *ndjsonSource) next() (*Item, error) {
 		if isBlank(line) {
 			n.blanks++
 			continue
+		}
+		if bytes.HasPrefix(line, utf8BOM) {
+			n.item.Kind, n.item.Raw = KindInvalid, line
+			n.item.Err = fmt.Errorf("%s: %w: a UTF-8 byte order mark starts this line (files joined with cat?); remove it", pos, ErrBadInput)
+			return &n.item, nil
 		}
 		if len(n.long) > 0 {
 			// A line longer than the read buffer: check it first, keeping
