@@ -132,7 +132,7 @@ func TestHTMLSelfContained(t *testing.T) {
 	}
 }
 
-func newSigner(t *testing.T) (*ehrcrypto.Signer, *ehrcrypto.Verifier, []byte) {
+func newSigner(t testing.TB) (*ehrcrypto.Signer, *ehrcrypto.Verifier, []byte) {
 	t.Helper()
 	h, err := keyset.NewHandle(signature.ED25519KeyTemplate())
 	if err != nil {
