@@ -351,6 +351,10 @@ func (d *Dir) load(purpose string) (*keyset.Handle, *file, error) {
 	}
 	m, err := d.masterAEAD(f.Protection)
 	if err != nil {
+		if errors.Is(err, ehrcrypto.ErrPolicy) && !strings.Contains(err.Error(), "passphrase") {
+			// The protection block of this file is at fault: name it.
+			err = fmt.Errorf("key file %s: %w", filepath.Join(d.Path, purposeFile[purpose]), err)
+		}
 		return nil, nil, err
 	}
 	h, err := keyset.ReadWithAssociatedData(keyset.NewJSONReader(bytes.NewReader(f.Keyset)), m, ad(purpose, f.Protection, f.Keys))
