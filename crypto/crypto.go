@@ -163,10 +163,8 @@ func (p Policy) check(ss []Stanza) error {
 }
 
 type options struct {
-	rand       io.Reader
-	policy     Policy
-	workers    int
-	dropEscrow bool
+	rand   io.Reader
+	policy Policy
 }
 
 // Option configures encryption and decryption.
@@ -178,15 +176,6 @@ func WithRand(r io.Reader) Option { return func(o *options) { o.rand = r } }
 
 // WithPolicy replaces DefaultPolicy.
 func WithPolicy(p Policy) Option { return func(o *options) { o.policy = p } }
-
-// WithWorkers bounds how many payload segments one object seals or opens
-// at once (default GOMAXPROCS). Each holds a 1 MiB buffer, so a caller that
-// already works on many objects at once may want 1.
-func WithWorkers(n int) Option { return func(o *options) { o.workers = n } }
-
-// AllowEscrowDrop lets Rekey write an object without escrow stanzas the old
-// one had; without it Rekey refuses with an *EscrowDroppedError.
-func AllowEscrowDrop() Option { return func(o *options) { o.dropEscrow = true } }
 
 func buildOptions(opts []Option) *options {
 	o := &options{policy: DefaultPolicy()}

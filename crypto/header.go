@@ -186,8 +186,12 @@ func open(h *Header, ids []Identity, pol Policy) ([]byte, error) {
 		}
 	}
 	var seen []string
-	for i := range h.Stanzas {
-		seen = append(seen, StanzaName(&h.Stanzas[i]))
+	for _, s := range h.Stanzas {
+		if s.Type == StanzaKMS {
+			seen = append(seen, "kms "+s.Locator)
+		} else {
+			seen = append(seen, fmt.Sprintf("%s %d", StanzaTypeName(s.Type), s.KeyID))
+		}
 	}
 	msg := fmt.Sprintf("%v: none of the offered keys opens this object (it is for: %v)", ErrNoMatchingKey, seen)
 	for _, m := range misses {

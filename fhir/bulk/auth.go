@@ -149,6 +149,9 @@ func algFor(k crypto.Signer) (string, error) {
 	}
 }
 
+// Alg returns the assertion's signing algorithm, RS384 or ES384.
+func (b *BackendServices) Alg() string { return b.alg }
+
 // Invalidate drops the cached token if it is the one given.
 func (b *BackendServices) Invalidate(token string) {
 	b.mu.Lock()

@@ -12,8 +12,11 @@ import (
 // does with an error status: whether any issue is `transient`, and the
 // human-readable text.
 type Outcome struct {
-	Transient   bool
-	Diagnostics string // issue diagnostics or details.text, joined with "; "
+	Transient bool
+	// Diagnostics is the issues' diagnostics or details.text, joined with
+	// "; ", made safe to print (control characters removed, at most 300
+	// bytes).
+	Diagnostics string
 	// Severity is the most severe issue's severity: "fatal", "error",
 	// "warning" or "information" ("" without issues; an unknown value
 	// counts as "error").
@@ -65,7 +68,7 @@ func ParseOutcome(body []byte) (o Outcome, ok bool) {
 			texts = append(texts, t)
 		}
 	}
-	o.Diagnostics = strings.Join(texts, "; ")
+	o.Diagnostics = sanitize(strings.Join(texts, "; "))
 	return o, true
 }
 

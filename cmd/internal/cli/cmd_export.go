@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"sort"
 	"strings"
@@ -30,11 +31,14 @@ func exportCommand() *cli.Command {
 Examples:
    ehrport export --from ./bundles --to clouda:exit-2026/run1 --keys ./hospital-keys
    ehrport export --from Patient.ndjson.gz --from ./more --to ./exports/run1 --keys ./hospital-keys --on-invalid quarantine
-   ehrport export --from ./data --to clouda:exit/run2 --recipient hospital.pub.json --escrow auditor.pub.json --sign-keys ./provider-keys`,
+   ehrport export --from ./data --to clouda:exit/run2 --recipient hospital.pub.json --escrow auditor.pub.json --sign-keys ./provider-keys
+   ehrport export --from https://ehr.example.org/fhir --smart-client-id ehrport --smart-key ./ehrport-client.jwks.json --state job.json --to clouda:exit/run3 --keys ./hospital-keys`,
 		Description: `Reads Bundles, NDJSON (.ndjson, .ndjson.gz), single resources (.json,
 .json.gz) and folders of them, or a FHIR server's Bulk Data $export
-(--from https://host/fhir; token from EHRPORT_BULK_TOKEN; --state FILE and
---resume continue an interrupted server job). Every resource is validated against FHIR R4
+(--from https://host/fhir; a bearer token from EHRPORT_BULK_TOKEN, or SMART
+Backend Services with --smart-client-id and --smart-key; --state FILE and
+--resume continue an interrupted server job; the server's error and deleted
+files are exported too, under _server/). Every resource is validated against FHIR R4
 (DSTU2 and STU3 data is refused, exit 2); the record is the original bytes
 with whitespace removed. Output: one NDJSON stream per resource type, split
 into parts (--split-resources, --split-bytes), each encrypted (docs/format-v1.md)
@@ -44,7 +48,7 @@ with ciphertext hashes only, signed by the signing key. An export without
 manifest.json is incomplete; rerunning the command replaces it.
 Layout and manifest: docs/export-format.md. Guide: docs/export.md.
 ` + passphraseHelp,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringSliceFlag{Name: "from", Usage: "read FHIR input from `PATH` (file or folder; repeatable)", TakesFile: true},
 			&cli.StringFlag{Name: "to", Usage: "write the export to `STORE_REF` (NAME:bucket/prefix or a folder)"},
 			keysDirFlag("encrypt for the KEK of the key directory `DIR` and sign with its signing key"),
@@ -64,7 +68,7 @@ Layout and manifest: docs/export-format.md. Guide: docs/export.md.
 			&cli.StringFlag{Name: "group", Usage: "server export: export Group `ID` (default: system level)"},
 			&cli.StringFlag{Name: "state", Usage: "server export: save the job state to `FILE` (0600) so --resume can continue it", TakesFile: true},
 			&cli.BoolFlag{Name: "resume", Usage: "server export: continue the job saved in --state FILE instead of starting a new one"},
-		},
+		}, bulkAuthFlags()...),
 		Action: func(c *cli.Context) error {
 			g, err := globalsFrom(c)
 			if err != nil {
@@ -112,7 +116,7 @@ Layout and manifest: docs/export-format.md. Guide: docs/export.md.
 				StrictRefs: c.Bool("strict-references"), SplitResources: c.Int64("split-resources"), SplitBytes: sb,
 				Concurrency: c.Int("concurrency"), ExportID: c.String("export-id"),
 				Server: server, Types: c.StringSlice("type"), Since: c.String("since"), Group: c.String("group"),
-				StateFile: c.String("state"), Resume: c.Bool("resume")}).Run(c.Context)
+				StateFile: c.String("state"), Resume: c.Bool("resume"), Auth: bulkAuthFrom(c)}).Run(c.Context)
 		},
 	}
 }
@@ -139,6 +143,7 @@ type exportCmdOptions struct {
 	Types                []string
 	StateFile            string
 	Resume               bool
+	Auth                 bulkAuthOptions
 }
 
 func (o *exportCmdOptions) Run(ctx context.Context) error {
@@ -163,6 +168,16 @@ func (o *exportCmdOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The server's credentials are checked before the keys are unlocked:
+	// a wrong key file or client id fails without a passphrase prompt.
+	paths := o.From
+	var src *export.BulkSource
+	if o.Server != "" {
+		if src, err = o.bulkSource(ctx); err != nil {
+			return err
+		}
+		paths = nil
+	}
 	rs, err := recipientsFrom(ctx, o.Keys, o.Recipients, o.Escrow)
 	if err != nil {
 		return err
@@ -178,14 +193,6 @@ func (o *exportCmdOptions) Run(ctx context.Context) error {
 		}
 	}
 	var findings, dangling int
-	paths := o.From
-	var src *export.BulkSource
-	if o.Server != "" {
-		if src, err = o.bulkSource(); err != nil {
-			return err
-		}
-		paths = nil
-	}
 	eo := &export.Options{Paths: paths, Bulk: src, Store: st, Recipients: rs, Signer: signer, Unsigned: o.Unsigned,
 		Policy: o.Policy, SplitBundles: o.SplitBundles, StrictReferences: o.StrictRefs,
 		SplitResources: o.SplitResources, SplitBytes: o.SplitBytes, Concurrency: o.Concurrency, ExportID: o.ExportID,
@@ -240,6 +247,10 @@ func (o *exportCmdOptions) Run(ctx context.Context) error {
 		fmt.Fprintf(o.Stdout, " %s %d", c, sum.Findings[c])
 	}
 	fmt.Fprintln(o.Stdout)
+	if sf := sum.Server; sf != nil {
+		fmt.Fprintf(o.Stdout, "from the server: %d error files (%d OperationOutcomes: %s), %d deleted files (%d Bundles, %d deleted resources), in _server/.\n",
+			sf.ErrorFiles, sf.Outcomes, severityCounts(sf.OutcomesBySev), sf.DeletedFiles, sf.DeletedBundles, sf.Deleted)
+	}
 	signed := "signed"
 	if !sum.Signed {
 		signed = "UNSIGNED"
@@ -294,12 +305,16 @@ func progressPrinter(g *globals, what string) (func(export.Progress), time.Durat
 }
 
 // bulkSource builds the $export client. The bearer token, if the server
-// needs one, comes from EHRPORT_BULK_TOKEN, never from the command line.
-func (o *exportCmdOptions) bulkSource() (*export.BulkSource, error) {
-	bo := bulk.Options{BaseURL: o.Server, Events: func(ev bulk.Event) { o.Log.Debug("bulk", "event", fmt.Sprint(ev)) }}
-	if tok := os.Getenv("EHRPORT_BULK_TOKEN"); tok != "" {
-		bo.Auth = bulk.StaticToken(tok)
+// needs one, comes from EHRPORT_BULK_TOKEN or SMART Backend Services
+// (bulk_auth.go), never from the command line.
+func (o *exportCmdOptions) bulkSource(ctx context.Context) (*export.BulkSource, error) {
+	bo := bulk.Options{BaseURL: o.Server, HTTPClient: &http.Client{}, TokenHosts: o.Auth.TokenHosts,
+		Events: func(ev bulk.Event) { o.Log.Debug("bulk", "event", fmt.Sprint(ev)) }}
+	auth, err := o.Auth.tokenSource(ctx, o.Server, bo.HTTPClient, o.Log.Warn)
+	if err != nil {
+		return nil, err
 	}
+	bo.Auth = auth
 	client, err := bulk.New(bo)
 	if err != nil {
 		return nil, usagef("--from %s: %v", o.Server, err)
@@ -325,4 +340,18 @@ func (o *exportCmdOptions) bulkSource() (*export.BulkSource, error) {
 		}
 	}
 	return src, nil
+}
+
+// severityCounts prints "1 error, 2 information" in severity order.
+func severityCounts(m map[string]int64) string {
+	var parts []string
+	for _, sev := range []string{"fatal", "error", "warning", "information"} {
+		if n := m[sev]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, sev))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }

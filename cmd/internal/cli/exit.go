@@ -8,6 +8,7 @@ import (
 
 	ehrcrypto "github.com/ehrport/ehrport/crypto"
 	"github.com/ehrport/ehrport/fhir"
+	"github.com/ehrport/ehrport/fhir/bulk"
 	"github.com/ehrport/ehrport/storage"
 )
 
@@ -36,6 +37,7 @@ var (
 func ExitCode(ctx context.Context, err error) int {
 	var storeErr *storage.Error
 	var pathErr *fs.PathError
+	var bulkErr *bulk.ServerError
 	switch {
 	case err == nil:
 		return ExitOK
@@ -52,6 +54,13 @@ func ExitCode(ctx context.Context, err error) int {
 		return ExitCrypto
 	case errors.As(err, &storeErr),
 		errors.As(err, &pathErr),
+		// The FHIR server of export --from https://…: credentials refused,
+		// export failed or expired, retries or time exhausted.
+		errors.Is(err, bulk.ErrUnauthorized),
+		errors.Is(err, bulk.ErrExportFailed),
+		errors.Is(err, bulk.ErrExpired),
+		errors.Is(err, bulk.ErrLimit),
+		errors.As(err, &bulkErr),
 		errors.Is(err, syscall.ENOSPC),
 		errors.Is(err, syscall.EROFS):
 		return ExitStorage
@@ -68,6 +77,15 @@ func hint(err error) string {
 		return "none of the keys given can open this: check --keys, and that the key is not disabled (ehrport keys list)"
 	case errors.Is(err, ehrcrypto.ErrPolicy):
 		return "local policy refused this: see docs/format-v1.md and docs/keys.md"
+	}
+	var the *bulk.TokenHostError
+	switch {
+	case errors.As(err, &the):
+		return "if " + the.Host + " is the FHIR server's own file host, allow the token there with --token-host " + the.Host
+	case errors.Is(err, bulk.ErrUnauthorized):
+		return "the FHIR server or its token endpoint refused the credentials: check EHRPORT_BULK_TOKEN, or --smart-client-id, --smart-kid, --smart-scope and that the server holds the public key of --smart-key (docs/export.md)"
+	case errors.Is(err, bulk.ErrExpired):
+		return "the server no longer has this export: start a new one (without --resume)"
 	}
 	return storage.Hint(err)
 }

@@ -63,11 +63,6 @@ type Options struct {
 	Log *slog.Logger
 	// Findings receives every finding of the input, in input order.
 	Findings func(fhir.Finding)
-	// Observe, when set, sees every item the checker decided on, in input
-	// order, before it is written, on the goroutine that writes it; it.Raw
-	// is valid only during the call. An error fails the export. The drill
-	// indexes a FHIR server's records with it as they stream by.
-	Observe func(it *fhir.Item, act fhir.Action) error
 	// Progress is called about every ProgressEvery (default 1s) and once at
 	// the end, from its own goroutine.
 	Progress      func(Progress)
@@ -97,8 +92,11 @@ type Summary struct {
 	Objects        int              `json:"objects"`
 	Stats          Stats            `json:"stats"`
 	Findings       map[string]int64 `json:"findings"`
-	Signed         bool             `json:"signed"`
-	Timings        Timings          `json:"timings"`
+	// Server counts a FHIR server's error and deleted files, exported
+	// under _server/ (nil for file input).
+	Server  *ServerFiles `json:"server,omitempty"`
+	Signed  bool         `json:"signed"`
+	Timings Timings      `json:"timings"`
 }
 
 // Timings are the phases of an export or restore, in seconds.
@@ -140,6 +138,7 @@ type exporter struct {
 	fatal     error
 	bulkState *bulk.State
 	txTime    string
+	srv       *serverRun // the server's error and deleted files (bulk.go); nil for file input
 }
 
 type streamKey struct{ kind, typ string }
@@ -360,11 +359,6 @@ func (e *exporter) handle(it *fhir.Item, act fhir.Action) error {
 	if err := e.ctx.Err(); err != nil {
 		return context.Cause(e.ctx)
 	}
-	if e.o.Observe != nil {
-		if err := e.o.Observe(it, act); err != nil {
-			return err
-		}
-	}
 	if it.Pos.File != e.lastFile {
 		e.lastFile = it.Pos.File
 		e.files.Add(1)
@@ -571,7 +565,7 @@ func (e *exporter) closePart(s *stream) error {
 		return err
 	}
 	e.mu.Lock()
-	e.sumObjs = append(e.sumObjs, SummaryObject{Path: p.path, Kind: p.kind, Type: typeIfData(p.kind, p.typ),
+	e.sumObjs = append(e.sumObjs, SummaryObject{Path: p.path, Kind: p.kind, Type: objectType(p.kind, p.typ),
 		Resources: p.scan.lines, PlaintextSize: p.pt.n, PlaintextSHA256: hex.EncodeToString(p.pt.h.Sum(nil)),
 		IDsSHA256: hex.EncodeToString(p.scan.ids.Sum(nil))})
 	e.mu.Unlock()
@@ -584,11 +578,13 @@ func (e *exporter) closePart(s *stream) error {
 	}
 }
 
-func typeIfData(kind, typ string) string {
+// objectType is the type an object entry names: the resource type of data
+// and server-file parts, none for quarantine (any text may sit there).
+func objectType(kind, typ string) string {
 	if kind == KindData {
 		return typ
 	}
-	return ""
+	return serverKinds[kind].typ
 }
 
 func (e *exporter) closeAll() error {
@@ -628,7 +624,7 @@ func (e *exporter) uploader() {
 			continue
 		}
 		e.mu.Lock()
-		e.objects = append(e.objects, ObjectEntry{Key: key, Path: p.path, Kind: p.kind, Type: typeIfData(p.kind, p.typ),
+		e.objects = append(e.objects, ObjectEntry{Key: key, Path: p.path, Kind: p.kind, Type: objectType(p.kind, p.typ),
 			Size: p.ct.n, SHA256: hex.EncodeToString(sum)})
 		e.mu.Unlock()
 		e.uploaded.Add(1)
@@ -664,6 +660,12 @@ func (e *exporter) finish(st fhir.Stats, created time.Time) (*Summary, error) {
 	doc.IDListSHA256 = hex.EncodeToString(idl.Sum(nil))
 	for c, n := range st.Findings {
 		doc.Findings[string(c)] = n
+	}
+	if e.srv != nil {
+		for c, n := range e.srv.findings {
+			doc.Findings[c] += n
+		}
+		doc.Server = &e.srv.files
 	}
 	sb, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
@@ -725,8 +727,13 @@ func (e *exporter) finish(st fhir.Stats, created time.Time) (*Summary, error) {
 		x.Recipients = append(x.Recipients, RecipientEntry{Type: ehrcrypto.StanzaTypeName(s.Type), Role: ehrcrypto.RoleName(s.Role), KeyID: s.KeyID, URI: string(s.Locator)})
 	}
 	for _, ob := range e.objects {
-		if ob.Kind == KindData {
+		switch ob.Kind {
+		case KindData:
 			m.Output = append(m.Output, OutputEntry{Type: ob.Type, URL: ob.Key})
+		case KindServerError:
+			m.Error = append(m.Error, OutputEntry{Type: ob.Type, URL: ob.Key})
+		case KindServerDeleted:
+			m.Deleted = append(m.Deleted, OutputEntry{Type: ob.Type, URL: ob.Key})
 		}
 	}
 	mb, err := WriteManifest(ctx, o.Store, &m, o.Signer)
@@ -735,7 +742,7 @@ func (e *exporter) finish(st fhir.Stats, created time.Time) (*Summary, error) {
 	}
 
 	sum := &Summary{ExportID: o.ExportID, Location: o.Store.Location(), Counts: doc.Counts, Resources: doc.Resources,
-		PlaintextBytes: doc.PlaintextBytes, Objects: len(e.objects), Stats: doc.Stats, Findings: doc.Findings, Signed: x.Signed}
+		PlaintextBytes: doc.PlaintextBytes, Objects: len(e.objects), Stats: doc.Stats, Findings: doc.Findings, Server: doc.Server, Signed: x.Signed}
 	for _, ob := range e.objects {
 		sum.StoredBytes += ob.Size
 	}

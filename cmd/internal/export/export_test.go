@@ -40,9 +40,31 @@ func TestIsLayoutKey(t *testing.T) {
 		"Patient.000.ndjson.ehr": true, "Patient.1234.ndjson.ehr": true, "quarantine/quarantine.000.ndjson.ehr": true,
 		"manifest.json": false, "summary.json.ehr": false, "notes/Patient.000.ndjson.ehr": false, "Patient.00.ndjson.ehr": false,
 		"patient.000.ndjson.ehr": false, "Patient.000.ndjson": false,
+		"_server/error/OperationOutcome.000.ndjson.ehr": true, "_server/deleted/Bundle.012.ndjson.ehr": true,
+		"_server/error/Patient.000.ndjson.ehr": false, "_server/deleted/OperationOutcome.000.ndjson.ehr": false,
+		"_server/Bundle.000.ndjson.ehr": false, "_server/error/OperationOutcome.0.ndjson.ehr": false,
 	} {
 		if got := isLayoutKey(k); got != want {
 			t.Errorf("isLayoutKey(%q) = %v", k, got)
+		}
+	}
+	// A manifest entry's kind must match its name.
+	sum := strings.Repeat("0", 64)
+	for _, tc := range []struct {
+		kind, path string
+		ok         bool
+	}{
+		{KindServerError, "_server/error/OperationOutcome.000.ndjson", true},
+		{KindServerDeleted, "_server/deleted/Bundle.000.ndjson", true},
+		{KindData, "_server/error/OperationOutcome.000.ndjson", false},
+		{KindServerError, "_server/deleted/Bundle.000.ndjson", false},
+		{KindServerDeleted, "Patient.000.ndjson", false},
+		{KindData, "quarantine/quarantine.000.ndjson", false},
+		{KindQuarantine, "quarantine/quarantine.000.ndjson", true},
+	} {
+		err := checkEntry(ObjectEntry{Key: tc.path + ObjectSuffix, Path: tc.path, Kind: tc.kind, SHA256: sum})
+		if (err == nil) != tc.ok {
+			t.Errorf("checkEntry(%s, %s) = %v", tc.kind, tc.path, err)
 		}
 	}
 }

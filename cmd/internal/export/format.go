@@ -35,12 +35,16 @@ const (
 	SummaryKey       = SummaryPath + ObjectSuffix
 	QuarantineDir    = "quarantine/"
 	QuarantineStream = "quarantine"
+	ServerErrorDir   = "_server/error/"   // the source server's error[]/outcome[] files (docs §5)
+	ServerDeletedDir = "_server/deleted/" // the source server's deleted[] files (docs §5)
 	DataExt          = ".ndjson"
 	SignaturePurpose = "ehrport/export-manifest/v1"
 
-	KindData       = "data"
-	KindQuarantine = "quarantine"
-	KindSummary    = "summary"
+	KindData          = "data"
+	KindQuarantine    = "quarantine"
+	KindSummary       = "summary"
+	KindServerError   = "server-error"   // OperationOutcome lines from the server's error[]/outcome[]
+	KindServerDeleted = "server-deleted" // Bundle lines from the server's deleted[]
 
 	DefaultSplitResources = 50_000
 	DefaultSplitBytes     = 256 << 20
@@ -49,6 +53,14 @@ const (
 	// maxManifestBytes bounds what restore reads as a manifest or summary.
 	maxManifestBytes = 256 << 20
 )
+
+// serverKinds maps the kinds that carry a Bulk Data server's own files to
+// their folder and the one resource type the spec gives their lines. The
+// object names never take a type from the content (docs §5).
+var serverKinds = map[string]struct{ dir, typ string }{
+	KindServerError:   {ServerErrorDir, "OperationOutcome"},
+	KindServerDeleted: {ServerDeletedDir, "Bundle"},
+}
 
 // ErrTargetHasExport is returned when the target already holds a manifest:
 // one location holds one export.
@@ -64,7 +76,8 @@ type Manifest struct {
 	Request             string        `json:"request"`
 	RequiresAccessToken bool          `json:"requiresAccessToken"`
 	Output              []OutputEntry `json:"output"`
-	Error               []OutputEntry `json:"error"`
+	Error               []OutputEntry `json:"error"`             // server-error objects (docs §5)
+	Deleted             []OutputEntry `json:"deleted,omitempty"` // server-deleted objects (docs §5)
 	Extension           struct {
 		Ehrport ManifestExt `json:"ehrport"`
 	} `json:"extension"`
@@ -125,6 +138,25 @@ type SummaryDoc struct {
 	Stats          Stats            `json:"stats"`
 	Findings       map[string]int64 `json:"findings"`
 	Objects        []SummaryObject  `json:"objects"`
+	// Server counts the source server's error and deleted files (docs
+	// §5); absent for file input.
+	Server *ServerFiles `json:"server,omitempty"`
+}
+
+// ServerFiles counts what a Bulk Data server listed besides its output:
+// OperationOutcomes from `error[]`/`outcome[]` (by their most severe
+// issue) and transaction Bundles of DELETEs from `deleted[]`.
+type ServerFiles struct {
+	ErrorFiles     int              `json:"errorFiles"`
+	Outcomes       int64            `json:"outcomes"`
+	OutcomesBySev  map[string]int64 `json:"outcomesBySeverity"`
+	DeletedFiles   int              `json:"deletedFiles"`
+	DeletedBundles int64            `json:"deletedBundles"`
+	Deleted        int64            `json:"deletedResources"`
+	// Malformed counts lines that are JSON but not what the spec says
+	// (not an OperationOutcome, not a Bundle of DELETEs); they are stored
+	// anyway and reported as bad-server-file findings.
+	Malformed int64 `json:"malformed"`
 }
 
 // SummaryObject holds the plaintext facts of one object.
@@ -154,35 +186,52 @@ var (
 	exportIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
 )
 
-// PartPath returns the binding path of part seq of a stream: Patient.000.ndjson
-// or quarantine/quarantine.000.ndjson.
+// PartPath returns the binding path of part seq of a stream:
+// Patient.000.ndjson, quarantine/quarantine.000.ndjson,
+// _server/error/OperationOutcome.000.ndjson or
+// _server/deleted/Bundle.000.ndjson.
 func PartPath(kind, typ string, seq int) string {
 	if kind == KindQuarantine {
 		return fmt.Sprintf("%s%s.%03d%s", QuarantineDir, QuarantineStream, seq, DataExt)
 	}
+	if sk, ok := serverKinds[kind]; ok {
+		return fmt.Sprintf("%s%s.%03d%s", sk.dir, sk.typ, seq, DataExt)
+	}
 	return fmt.Sprintf("%s.%03d%s", typ, seq, DataExt)
 }
 
-// isLayoutKey reports whether key is a data or quarantine object name of
-// the layout, which a new export may delete as a leftover.
+// isLayoutKey reports whether key is a part (data, quarantine or server
+// file) name of the layout, which a new export may delete as a leftover.
 func isLayoutKey(key string) bool {
-	if !strings.HasSuffix(key, DataExt+ObjectSuffix) {
-		return false
+	_, ok := layoutKind(key)
+	return ok
+}
+
+// layoutKind returns the kind of part a key names in the layout.
+func layoutKind(key string) (string, bool) {
+	base, ok := strings.CutSuffix(key, DataExt+ObjectSuffix)
+	if !ok {
+		return "", false
 	}
-	base := strings.TrimSuffix(key, DataExt+ObjectSuffix)
+	kind, stream := KindData, "" // "": any resource type
 	if rest, ok := strings.CutPrefix(base, QuarantineDir); ok {
-		base = rest
+		base, kind, stream = rest, KindQuarantine, QuarantineStream
+	}
+	for k, sk := range serverKinds {
+		if rest, ok := strings.CutPrefix(base, sk.dir); ok {
+			base, kind, stream = rest, k, sk.typ
+		}
 	}
 	typ, seq, ok := strings.Cut(base, ".")
-	if !ok || (typ != QuarantineStream && !typeRE.MatchString(typ)) || len(seq) < 3 {
-		return false
+	if !ok || len(seq) < 3 || (stream != "" && typ != stream) || (stream == "" && !typeRE.MatchString(typ)) {
+		return "", false
 	}
 	for _, c := range seq {
 		if c < '0' || c > '9' {
-			return false
+			return "", false
 		}
 	}
-	return true
+	return kind, true
 }
 
 // checkEntry validates an object entry read from a manifest, so that a
@@ -202,9 +251,9 @@ func checkEntry(e ObjectEntry) error {
 		if e.Path != SummaryPath {
 			return bad("summary has the wrong path")
 		}
-	case KindData, KindQuarantine:
-		if !isLayoutKey(e.Key) {
-			return bad("name is not part of the layout")
+	case KindData, KindQuarantine, KindServerError, KindServerDeleted:
+		if k, ok := layoutKind(e.Key); !ok || k != e.Kind {
+			return bad("name is not part of the layout for kind " + e.Kind)
 		}
 	default:
 		return bad("unknown kind " + e.Kind)

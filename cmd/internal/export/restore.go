@@ -429,8 +429,10 @@ var ErrTargetNotEmpty = errors.New("the restore folder holds files that are not 
 func checkTarget(dir string, jobs []ObjectEntry) error {
 	mine := map[string]bool{}
 	for _, ob := range jobs {
-		mine[filepath.FromSlash(ob.Path)] = true
-		mine[filepath.Dir(filepath.FromSlash(ob.Path))] = true
+		// The file and every folder above it (_server/error/...).
+		for p := filepath.FromSlash(ob.Path); p != "." && !mine[p]; p = filepath.Dir(p) {
+			mine[p] = true
+		}
 	}
 	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
