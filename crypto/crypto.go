@@ -163,8 +163,10 @@ func (p Policy) check(ss []Stanza) error {
 }
 
 type options struct {
-	rand   io.Reader
-	policy Policy
+	rand       io.Reader
+	policy     Policy
+	workers    int
+	dropEscrow bool
 }
 
 // Option configures encryption and decryption.
@@ -176,6 +178,15 @@ func WithRand(r io.Reader) Option { return func(o *options) { o.rand = r } }
 
 // WithPolicy replaces DefaultPolicy.
 func WithPolicy(p Policy) Option { return func(o *options) { o.policy = p } }
+
+// WithWorkers bounds how many payload segments one object seals or opens
+// at once (default GOMAXPROCS). Each holds a 1 MiB buffer, so a caller that
+// already works on many objects at once may want 1.
+func WithWorkers(n int) Option { return func(o *options) { o.workers = n } }
+
+// AllowEscrowDrop lets Rekey write an object without escrow stanzas the old
+// one had; without it Rekey refuses with an *EscrowDroppedError.
+func AllowEscrowDrop() Option { return func(o *options) { o.dropEscrow = true } }
 
 func buildOptions(opts []Option) *options {
 	o := &options{policy: DefaultPolicy()}

@@ -186,12 +186,8 @@ func open(h *Header, ids []Identity, pol Policy) ([]byte, error) {
 		}
 	}
 	var seen []string
-	for _, s := range h.Stanzas {
-		if s.Type == StanzaKMS {
-			seen = append(seen, "kms "+s.Locator)
-		} else {
-			seen = append(seen, fmt.Sprintf("%s %d", StanzaTypeName(s.Type), s.KeyID))
-		}
+	for i := range h.Stanzas {
+		seen = append(seen, StanzaName(&h.Stanzas[i]))
 	}
 	msg := fmt.Sprintf("%v: none of the offered keys opens this object (it is for: %v)", ErrNoMatchingKey, seen)
 	for _, m := range misses {

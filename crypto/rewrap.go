@@ -5,6 +5,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
+
+	"github.com/ehrport/ehrport/crypto/internal/format"
 )
 
 // RewrapChange says how a rewrap edits the stanza list.
@@ -57,24 +60,79 @@ func Rewrap(src io.Reader, ids []Identity, change RewrapChange, opts ...Option) 
 // dst under a fresh DEK for recipients, with the same binding. dst receives
 // unauthenticated plaintext-derived ciphertext before the end of src is
 // authenticated, so write it to a temporary place (RekeyFile does).
+//
+// Escrow stanzas cannot be carried over (a new DEK must be wrapped for the
+// escrow's key, which only recipients can do): when recipients have no
+// escrow stanza for the same key as one of the old object's, Rekey refuses
+// with an *EscrowDroppedError (ErrPolicy) before writing anything, unless
+// AllowEscrowDrop is given.
 func Rekey(dst io.Writer, src io.Reader, ids []Identity, want Binding, recipients []Recipient, opts ...Option) error {
 	r, err := NewDecryptReader(src, ids, want, opts...)
 	if err != nil {
 		return err
 	}
-	w, err := NewEncryptWriter(dst, recipients, want, opts...)
+	s, err := NewSealer(recipients, want, opts...)
 	if err != nil {
 		return err
 	}
-	if _, err := copyBuf(w, r); err != nil {
+	if dropped := DroppedEscrow(r.Header(), s.Header()); len(dropped) > 0 && !buildOptions(opts).dropEscrow {
+		return &EscrowDroppedError{Stanzas: dropped}
+	}
+	w, err := s.Writer(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, r); err != nil {
 		return err
 	}
 	return w.Close()
 }
 
-func copyBuf(w io.Writer, r io.Reader) (int64, error) {
-	buf := make([]byte, SegmentSize)
-	return io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{r}, buf)
+// DroppedEscrow returns the escrow stanzas of old for which next has no
+// escrow stanza of the same key.
+func DroppedEscrow(old, next *Header) []Stanza {
+	var dropped []Stanza
+	for i := range old.Stanzas {
+		s := &old.Stanzas[i]
+		if s.Role != RoleEscrow {
+			continue
+		}
+		kept := false
+		for j := range next.Stanzas {
+			kept = kept || (next.Stanzas[j].Role == RoleEscrow && format.SameKey(s, &next.Stanzas[j]))
+		}
+		if !kept {
+			dropped = append(dropped, *s)
+		}
+	}
+	return dropped
+}
+
+// EscrowDroppedError is Rekey's refusal to leave out escrow recipients. It
+// wraps ErrPolicy.
+type EscrowDroppedError struct {
+	Stanzas []Stanza // the old object's escrow stanzas with no successor
+}
+
+func (e *EscrowDroppedError) Error() string {
+	names := make([]string, len(e.Stanzas))
+	for i := range e.Stanzas {
+		names[i] = StanzaName(&e.Stanzas[i])
+	}
+	return fmt.Sprintf("%v: rekey would drop the escrow recipient(s) %s: give each again as an escrow recipient, or allow dropping escrow explicitly",
+		ErrPolicy, strings.Join(names, ", "))
+}
+
+// Is reports ErrPolicy.
+func (e *EscrowDroppedError) Is(target error) bool { return target == ErrPolicy }
+
+// StanzaName names the key a stanza is for, as messages and inspect show
+// it: "kms URI" or "TYPE key ID".
+func StanzaName(s *Stanza) string {
+	if s.Type == StanzaKMS {
+		return "kms " + s.Locator
+	}
+	return fmt.Sprintf("%s key %d", StanzaTypeName(s.Type), s.KeyID)
 }
 
 // WriteFileAtomic runs fill on a new temporary file beside path (mode 0600)
@@ -104,24 +162,23 @@ func WriteFileAtomic(path string, fill func(w io.Writer) error) (err error) {
 	return os.Rename(f.Name(), path)
 }
 
-// EncryptFile encrypts src into the file out (atomically). Reading,
-// encrypting and writing run concurrently, with bounded buffers.
+// EncryptFile encrypts src into the file out (atomically). Segments are
+// read straight into their buffers and sealed in parallel while the
+// caller's goroutine reads and writes.
 func EncryptFile(out string, src io.Reader, recipients []Recipient, b Binding, opts ...Option) (*Header, error) {
 	s, err := NewSealer(recipients, b, opts...)
 	if err != nil {
 		return nil, err
 	}
 	err = WriteFileAtomic(out, func(f io.Writer) error {
-		return pipeline(f, src, func(dst io.Writer, r io.Reader) error {
-			w, err := s.Writer(dst)
-			if err != nil {
-				return err
-			}
-			if _, err := copyBuf(w, r); err != nil {
-				return err
-			}
-			return w.Close()
-		})
+		w, err := s.Writer(f)
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(w, src); err != nil {
+			return err
+		}
+		return w.Close()
 	})
 	return s.Header(), err
 }
@@ -130,18 +187,12 @@ func EncryptFile(out string, src io.Reader, recipients []Recipient, b Binding, o
 // goes to a temporary file that is renamed to out only after the last
 // segment authenticated; on any failure no file remains.
 func DecryptFile(out string, src io.Reader, ids []Identity, want Binding, opts ...Option) (*Header, error) {
-	ra := newReadAhead(src)
-	defer ra.Close()
-	r, err := NewDecryptReader(ra, ids, want, opts...)
+	r, err := NewDecryptReader(src, ids, want, opts...)
 	if err != nil {
 		return nil, err
 	}
 	err = WriteFileAtomic(out, func(f io.Writer) error {
-		wb := newWriteBehind(f)
-		_, err := copyBuf(wb, r)
-		if cerr := wb.Close(); err == nil {
-			err = cerr
-		}
+		_, err := r.WriteTo(f)
 		return err
 	})
 	return r.Header(), err
@@ -150,9 +201,7 @@ func DecryptFile(out string, src io.Reader, ids []Identity, want Binding, opts .
 // RekeyFile is Rekey into the file out (atomically).
 func RekeyFile(out string, src io.Reader, ids []Identity, want Binding, recipients []Recipient, opts ...Option) error {
 	return WriteFileAtomic(out, func(f io.Writer) error {
-		return pipeline(f, src, func(w io.Writer, r io.Reader) error {
-			return Rekey(w, r, ids, want, recipients, opts...)
-		})
+		return Rekey(f, src, ids, want, recipients, opts...)
 	})
 }
 
@@ -175,7 +224,7 @@ func RewrapFile(out, in string, ids []Identity, change RewrapChange, opts ...Opt
 		if _, err := f.Seek(off, io.SeekStart); err != nil {
 			return err
 		}
-		_, err := copyBuf(w, f)
+		_, err := io.Copy(w, f)
 		return err
 	})
 }

@@ -100,3 +100,50 @@ func TestInspect(t *testing.T) {
 		t.Fatal("truncated length reported consistent")
 	}
 }
+
+// TestRekeyEscrow: rekey keeps escrow recipients only when they are given
+// again; otherwise it refuses before writing, unless dropping is allowed.
+func TestRekeyEscrow(t *testing.T) {
+	a, esc := newTestKeys(t), newTestKeys(t)
+	pt := pattern(5000)
+	obj := encrypt(t, pt, []ehrcrypto.Recipient{a.recipient(t), esc.escrow(t)}, bind)
+	var out bytes.Buffer
+	err := ehrcrypto.Rekey(&out, bytes.NewReader(obj), a.identities(t), bind, []ehrcrypto.Recipient{a.recipient(t)})
+	var ed *ehrcrypto.EscrowDroppedError
+	if !errors.As(err, &ed) || !errors.Is(err, ehrcrypto.ErrPolicy) || len(ed.Stanzas) != 1 || ed.Stanzas[0].Role != ehrcrypto.RoleEscrow {
+		t.Fatalf("rekey without the escrow: %v", err)
+	}
+	classOf(t, err)
+	if out.Len() != 0 {
+		t.Fatal("refused rekey wrote output")
+	}
+	// Given again, the escrow opens the new object.
+	out.Reset()
+	must(t, ehrcrypto.Rekey(&out, bytes.NewReader(obj), a.identities(t), bind, []ehrcrypto.Recipient{a.recipient(t), esc.escrow(t)}))
+	if got, err := decryptFile(t, out.Bytes(), esc.identities(t)[1:], bind); err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("escrow after rekey: %v", err)
+	}
+	old, _ := ehrcrypto.ParseHeader(bytes.NewReader(obj))
+	next, _ := ehrcrypto.ParseHeader(bytes.NewReader(out.Bytes()))
+	if d := ehrcrypto.DroppedEscrow(old, next); len(d) != 0 || old.Commitment == next.Commitment {
+		t.Fatalf("dropped %v", d)
+	}
+	// The same key as a plain recipient is not an escrow stanza.
+	out.Reset()
+	plainHPKE, err := ehrcrypto.NewHPKERecipient(esc.hpkePub)
+	must(t, err)
+	err = ehrcrypto.Rekey(&out, bytes.NewReader(obj), a.identities(t), bind, []ehrcrypto.Recipient{a.recipient(t), plainHPKE})
+	if !errors.As(err, &ed) {
+		t.Fatalf("escrow demoted to recipient: %v", err)
+	}
+	// Dropping it knowingly works, and the escrow key no longer opens it.
+	out.Reset()
+	must(t, ehrcrypto.Rekey(&out, bytes.NewReader(obj), a.identities(t), bind, []ehrcrypto.Recipient{a.recipient(t)}, ehrcrypto.AllowEscrowDrop()))
+	next, _ = ehrcrypto.ParseHeader(bytes.NewReader(out.Bytes()))
+	if d := ehrcrypto.DroppedEscrow(old, next); len(d) != 1 {
+		t.Fatalf("dropped %v", d)
+	}
+	if _, err := decryptFile(t, out.Bytes(), esc.identities(t), bind); !errors.Is(err, ehrcrypto.ErrNoMatchingKey) {
+		t.Fatalf("dropped escrow still opens: %v", err)
+	}
+}

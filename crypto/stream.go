@@ -7,15 +7,16 @@ import (
 	"io"
 
 	"github.com/ehrport/ehrport/crypto/internal/format"
-	"github.com/tink-crypto/tink-go/v2/streamingaead/subtle"
+	"github.com/ehrport/ehrport/crypto/internal/stream"
 )
 
-// newStream returns the Tink AES256_GCM_HKDF_1MB primitive under the
-// payload key derived from dek. It is the primitive that a Tink keyset with
-// one AesGcmHkdfStreamingKey (32-byte key, HKDF-SHA256, 32-byte derived
-// key, 1 MiB segments) builds; the test TestPayloadIsTinkKeyset checks that.
-func newStream(dek []byte) (*subtle.AESGCMHKDF, error) {
-	return subtle.NewAESGCMHKDF(derive(dek, format.LabelPayloadKey), "SHA256", 32, format.SegmentSize, 0)
+// The payload is Tink's AES256_GCM_HKDF_1MB streaming AEAD (docs §5): main
+// key payload_key, HKDF-SHA256, 32-byte derived key, 1 MiB segments. Package
+// stream implements that format itself, sealing and opening segments in
+// place and in parallel; TestPayloadIsTinkKeyset and the stream package's
+// tests check it against tink-go both ways.
+func streamParams(o *options) stream.Params {
+	return stream.Params{SegmentSize: format.SegmentSize, Workers: o.workers}
 }
 
 // Sealer holds a finished header and its DEK, so that a caller can learn the
@@ -23,6 +24,7 @@ func newStream(dek []byte) (*subtle.AESGCMHKDF, error) {
 type Sealer struct {
 	header *Header
 	dek    []byte
+	opts   *options
 	used   bool
 }
 
@@ -41,7 +43,7 @@ func NewSealer(recipients []Recipient, b Binding, opts ...Option) (*Sealer, erro
 	if err != nil {
 		return nil, err
 	}
-	return &Sealer{header: h, dek: dek}, nil
+	return &Sealer{header: h, dek: dek, opts: o}, nil
 }
 
 // Header returns the header the Sealer will write.
@@ -66,11 +68,35 @@ func (s *Sealer) Writer(dst io.Writer) (io.WriteCloser, error) {
 	if _, err := dst.Write(s.header.raw); err != nil {
 		return nil, err
 	}
-	st, err := newStream(s.dek)
+	w, err := stream.NewWriter(dst, derive(s.dek, format.LabelPayloadKey), payloadAD(s.header.Version, s.header.Suite, s.header.Binding), streamParams(s.opts))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrPolicy, err)
 	}
-	return st.NewEncryptingWriter(dst, payloadAD(s.header.Version, s.header.Suite, s.header.Binding))
+	return payloadWriter{w}, nil
+}
+
+// payloadWriter classifies the stream's own errors; those of dst pass as
+// they are. It keeps ReadFrom visible, so io.Copy reads straight into the
+// segment buffers.
+type payloadWriter struct{ w *stream.Writer }
+
+func (p payloadWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	return n, writeErr(err)
+}
+
+func (p payloadWriter) ReadFrom(r io.Reader) (int64, error) {
+	n, err := p.w.ReadFrom(r)
+	return n, writeErr(err)
+}
+
+func (p payloadWriter) Close() error { return writeErr(p.w.Close()) }
+
+func writeErr(err error) error {
+	if errors.Is(err, stream.ErrTooManySegments) {
+		return fmt.Errorf("%w: the plaintext needs more than %d segments (about 4 PiB)", ErrPolicy, uint64(stream.MaxSegments))
+	}
+	return err
 }
 
 // NewEncryptWriter starts an object in dst for recipients under binding b:
@@ -87,28 +113,17 @@ func NewEncryptWriter(dst io.Writer, recipients []Recipient, b Binding, opts ...
 // Reader decrypts one object. Plaintext from a segment is returned only
 // after that segment authenticated, but truncation of the whole object is
 // detected only at the end: treat what you read as unconfirmed until Read
-// returned io.EOF (DecryptFile does this for files).
+// returned io.EOF (DecryptFile does this for files). It reads a few
+// segments ahead of what it returns and opens them in parallel.
 type Reader struct {
 	header *Header
-	src    *errReader
-	r      io.Reader
-	err    error
+	r      *stream.Reader
 }
 
-// errReader remembers errors of the caller's reader, so that they are told
-// apart from authentication failures.
-type errReader struct {
-	r   io.Reader
-	err error
-}
-
-func (e *errReader) Read(p []byte) (int, error) {
-	n, err := e.r.Read(p)
-	if err != nil && err != io.EOF {
-		e.err = err
-	}
-	return n, err
-}
+var (
+	_ io.Reader   = (*Reader)(nil)
+	_ io.WriterTo = (*Reader)(nil)
+)
 
 // Open reads and authenticates the header of the object in src: the
 // binding must equal want, one of ids must unwrap a stanza, and the
@@ -136,23 +151,26 @@ func NewDecryptReader(src io.Reader, ids []Identity, want Binding, opts ...Optio
 	if err != nil {
 		return nil, err
 	}
-	return newPayloadReader(src, h, dek)
+	r, err := stream.NewReader(src, derive(dek, format.LabelPayloadKey), payloadAD(h.Version, h.Suite, h.Binding), streamParams(buildOptions(opts)))
+	if err != nil {
+		return nil, readErr(err)
+	}
+	return &Reader{header: h, r: r}, nil
 }
 
-func newPayloadReader(src io.Reader, h *Header, dek []byte) (*Reader, error) {
-	st, err := newStream(dek)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+// readErr classifies the stream's errors as ErrCorrupt; errors of the
+// caller's reader or writer pass as they are.
+func readErr(err error) error {
+	var se *stream.SegmentError
+	switch {
+	case err == nil || err == io.EOF:
+		return err
+	case errors.Is(err, stream.ErrHeader):
+		return fmt.Errorf("%w: payload stream header is truncated or invalid", ErrCorrupt)
+	case errors.As(err, &se):
+		return fmt.Errorf("%w: payload segment %d failed to authenticate (truncated, reordered, appended or altered)", ErrCorrupt, se.Segment)
 	}
-	er := &errReader{r: src}
-	r, err := st.NewDecryptingReader(er, payloadAD(h.Version, h.Suite, h.Binding))
-	if err != nil {
-		if er.err != nil {
-			return nil, er.err
-		}
-		return nil, fmt.Errorf("%w: payload stream header is truncated or invalid", ErrCorrupt)
-	}
-	return &Reader{header: h, src: er, r: r}, nil
+	return err
 }
 
 // Header returns the authenticated header.
@@ -161,19 +179,14 @@ func (r *Reader) Header() *Header { return r.header }
 // Read returns authenticated plaintext, io.EOF after the last segment
 // authenticated, or an error wrapping ErrCorrupt.
 func (r *Reader) Read(p []byte) (int, error) {
-	if r.err != nil {
-		return 0, r.err
-	}
 	n, err := r.r.Read(p)
-	if err != nil && err != io.EOF {
-		if r.src.err != nil {
-			r.err = r.src.err
-		} else if errors.Is(err, io.ErrUnexpectedEOF) {
-			r.err = fmt.Errorf("%w: payload is truncated", ErrCorrupt)
-		} else {
-			r.err = fmt.Errorf("%w: a payload segment failed to authenticate (truncated, reordered, appended or altered)", ErrCorrupt)
-		}
-		return n, r.err
-	}
-	return n, err
+	return n, readErr(err)
+}
+
+// WriteTo writes the plaintext to w, each segment once it authenticated,
+// straight from the segment buffers, and returns nil only when the last
+// segment authenticated. io.Copy uses it.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	n, err := r.r.WriteTo(w)
+	return n, readErr(err)
 }

@@ -86,4 +86,5 @@ cp "$W/new.txt" docs/bench/micro.txt
 	echo '```'
 } >"$W/section.md"
 bench_section "$W/section.md"
+bench_summary
 log "wrote docs/bench/micro.txt and the Micro-benchmarks section of $BENCH_DOC; done in $(since "$T_START")"

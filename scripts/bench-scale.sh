@@ -160,4 +160,5 @@ verdict() { # OP: the targets, from the summary
 	echo "Linear means an exponent near 1 (here: at most 1.15, as the smallest size carries the fixed start-up, such as unlocking the passphrase-protected keys); flat means the largest peak RSS at the largest size is at most 1.5x the one at the smallest. Peak RSS is the \"Maximum resident set size\" of \`/usr/bin/time -v\`."
 } >"$W/section.md"
 bench_section "$W/section.md"
+bench_summary
 log "wrote docs/bench/scale.json, docs/bench/scale.svg and the Scale curve section of $BENCH_DOC; done in $(since "$T_START")"

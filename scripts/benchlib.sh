@@ -114,3 +114,23 @@ bench_entries() {
 	cp "$tmp" "$BENCH_JSON"
 	rm -f "$tmp"
 }
+
+# bench_summary rewrites the "## Summary" section of docs/BENCHMARKS.md
+# from docs/benchmarks.json: every comparison with a peer, whoever wrote it.
+bench_summary() {
+	[[ -s $BENCH_JSON ]] || return 0
+	local f
+	f=$(mktemp)
+	{
+		echo "## Summary"
+		echo
+		echo "Every comparison in [docs/benchmarks.json](benchmarks.json), as last recorded by the section that measured it (its date, machine, commands and spread are there). Ratio: ehrport over the peer, medians of per-round ratios; \`better\` says which direction is good. Regenerated from the JSON by \`scripts/bench-export.sh\`, \`bench-scale.sh\` and \`bench-micro.sh\` on $(date -u +%F)."
+		echo
+		echo "| comparison | unit | ehrport | peer | peer's figure | ratio | better | ehrport ahead |"
+		echo "|---|---|---|---|---|---|---|---|"
+		jq -r '.[] | "| \(.name) | \(.unit) | \(.ehrport) | \(.peer_name) | \(.peer) | \(if .ratio == null then "-" else "\(.ratio)x" end) | \(.better) | " +
+			(if .ratio == null then "-" elif (.better == "higher" and .ratio >= 1) or (.better == "lower" and .ratio <= 1) then "yes" else "**no**" end) + " |"' "$BENCH_JSON"
+	} >"$f"
+	bench_section "$f"
+	rm -f "$f"
+}

@@ -14,7 +14,7 @@ import (
 // through each operation's largest size). Right, peak RSS over resources
 // on a linear memory axis, with the limit as a red line: flat is good.
 const (
-	chartW, chartH = 960, 420
+	chartW, chartH = 960, 440
 	panelW, panelH = 360, 280
 	leftX, topY    = 80, 80
 	gapX           = 120
@@ -45,8 +45,10 @@ func (a axis) at(v float64) float64 {
 }
 
 // decades returns the log10 range covering [min, max], at least one decade.
+// A value within 5% of a decade counts as on it (9,990 resources is at
+// 10k, not a reason to start the axis at 1k).
 func decades(min, max float64) (float64, float64) {
-	lo, hi := math.Floor(math.Log10(min)), math.Ceil(math.Log10(max))
+	lo, hi := math.Floor(math.Log10(min)+0.02), math.Ceil(math.Log10(max)-0.02)
 	if hi <= lo {
 		hi = lo + 1
 	}
@@ -160,7 +162,7 @@ func (s *Scale) SVG(w io.Writer, title string) error {
 	}
 	lx := leftX + len(s.ops())*260
 	fmt.Fprintf(bw, `<line x1="%d" y1="46" x2="%d" y2="46" stroke="#777" stroke-dasharray="4 4"/><text x="%d" y="50">linear (time ∝ resources)</text>`+"\n", lx, lx+14, lx+20)
-	fmt.Fprintf(bw, `<text x="%d" y="%d" fill="#555">median of the runs; bars: min-max; right: the largest peak of each size</text>`+"\n", leftX, chartH-12)
+	fmt.Fprintf(bw, `<text x="%d" y="%d" fill="#555">left: median of the runs, bars from the fastest to the slowest; right: the largest peak of each size</text>`+"\n", leftX, chartH-8)
 	fmt.Fprintln(bw, "</svg>")
 	return bw.Flush()
 }

@@ -2,8 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"github.com/ehrport/ehrport/storage"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -163,19 +166,25 @@ func rekeyCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "rekey",
 		Usage: "re-encrypt a file under a new DEK (revokes the old DEK)",
-		UsageText: `ehrport rekey --keys OLD [--to-keys NEW] [--recipient PUB.json|KMS-URI ...] [--escrow PUB.json ...] --binding PATH [--export-id ID] IN OUT
+		UsageText: `ehrport rekey --keys OLD [--to-keys NEW] [--recipient PUB.json|KMS-URI ...] [--escrow PUB.json ... | --drop-escrow] --binding PATH [--export-id ID] IN OUT
 
 Example:
-   ehrport rekey --keys ./hospital-keys --binding exports/x/Patient.000.ndjson in.ehr out.ehr`,
+   ehrport rekey --keys ./hospital-keys --escrow auditor.pub.json --binding exports/x/Patient.000.ndjson in.ehr out.ehr`,
 		Description: `Decrypts with OLD and encrypts again under a fresh DEK, with the same binding.
 Recipients: --to-keys NEW's KEK and any --recipient; if neither is given,
-OLD's primary KEK. Escrow stanzas are not carried over: pass --escrow again.
+OLD's primary KEK. Escrow recipients of IN are kept: the new DEK is wrapped
+for each again, with its public key from --escrow PUB.json or, when it is
+the HPKE key of OLD or NEW, from that directory's hpke.pub.json. When the
+public key of one is not at hand (ehrport inspect IN lists them), rekey
+refuses (exit 3), unless --drop-escrow says to drop it; a warning then names
+the dropped escrow recipients.
 OUT appears only after the whole input authenticated.`,
 		Flags: append([]cli.Flag{
 			keysDirFlag("decrypt with the keys of `OLD`"),
 			&cli.StringFlag{Name: "to-keys", Usage: "encrypt for the primary KEK of `NEW`", TakesFile: true},
 			&cli.StringSliceFlag{Name: "recipient", Usage: "encrypt for the public keyset `PUB.json` or a KMS key URI"},
-			&cli.StringSliceFlag{Name: "escrow", Usage: "also wrap for the escrow public keyset `PUB.json`"},
+			&cli.StringSliceFlag{Name: "escrow", Usage: "also wrap for the escrow public keyset `PUB.json` (needed for each escrow of IN not of OLD or NEW)"},
+			&cli.BoolFlag{Name: "drop-escrow", Usage: "rekey even when escrow recipients of IN are not given again with --escrow (they lose access)"},
 			&cli.StringSliceFlag{Name: "kms", Usage: "also decrypt with the KMS key `URI`"},
 		}, bindingFlags()...),
 		Action: func(c *cli.Context) error {
@@ -191,7 +200,7 @@ OUT appears only after the whole input authenticated.`,
 				return err
 			}
 			return (&rekeyOptions{globals: g, Keys: c.String("keys"), KMS: c.StringSlice("kms"), ToKeys: c.String("to-keys"),
-				Recipients: c.StringSlice("recipient"), Escrow: c.StringSlice("escrow"), Binding: b,
+				Recipients: c.StringSlice("recipient"), Escrow: c.StringSlice("escrow"), DropEscrow: c.Bool("drop-escrow"), Binding: b,
 				In: c.Args().Get(0), Out: c.Args().Get(1)}).Run(c.Context)
 		},
 	}
@@ -202,6 +211,7 @@ type rekeyOptions struct {
 	Keys, ToKeys       string
 	KMS                []string
 	Recipients, Escrow []string
+	DropEscrow         bool
 	Binding            ehrcrypto.Binding
 	In, Out            string
 }
@@ -224,14 +234,103 @@ func (o *rekeyOptions) Run(ctx context.Context) error {
 		return err
 	}
 	defer in.Close()
-	if err := ehrcrypto.RekeyFile(o.Out, in, ids, o.Binding, rs); err != nil {
+	old, err := ehrcrypto.ParseHeader(in)
+	if err != nil {
+		return fmt.Errorf("%s: %w", o.In, err)
+	}
+	if _, err := in.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
+	carried, err := carryEscrow(old, o.Escrow, o.Keys, o.ToKeys)
+	if err != nil {
+		return err
+	}
+	for _, r := range carried {
+		rs = append(rs, ehrcrypto.Escrow(r))
+	}
+	var opts []ehrcrypto.Option
+	if o.DropEscrow {
+		opts = append(opts, ehrcrypto.AllowEscrowDrop())
+	}
+	if err := ehrcrypto.RekeyFile(o.Out, in, ids, o.Binding, rs, opts...); err != nil {
+		var ed *ehrcrypto.EscrowDroppedError
+		if errors.As(err, &ed) {
+			return fmt.Errorf("%s: %w (pass each with --escrow PUB.json, or --drop-escrow to drop them knowingly)", o.In, err)
+		}
+		return err
+	}
+	dropped, err := droppedEscrow(old, o.Out)
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(dropped))
+	for i := range dropped {
+		names[i] = ehrcrypto.StanzaName(&dropped[i])
+	}
+	if len(names) > 0 {
+		fmt.Fprintf(o.Stderr, "ehrport: warning: escrow recipient(s) dropped by --drop-escrow: %s; they cannot open %s\n", strings.Join(names, ", "), o.Out)
+	}
+	kept := make([]string, len(carried))
+	for i, r := range carried {
+		kept[i] = fmt.Sprintf("%s key %d", ehrcrypto.StanzaTypeName(ehrcrypto.StanzaHPKE), r.KeyID())
+	}
 	if o.JSON {
-		return o.printJSON(map[string]any{"operation": "rekey", "out": o.Out, "payload_changed": true, "dek_changed": true, "recipients": len(rs)})
+		return o.printJSON(map[string]any{"operation": "rekey", "out": o.Out, "payload_changed": true, "dek_changed": true, "recipients": len(rs),
+			"escrow_carried": kept, "escrow_dropped": names})
 	}
 	fmt.Fprintf(o.Stdout, "rekeyed %s -> %s: new DEK, payload re-encrypted for %d recipient(s); the old DEK no longer opens it.\n", o.In, o.Out, len(rs))
+	if len(kept) > 0 {
+		fmt.Fprintf(o.Stdout, "escrow kept with the public key of the key directory: %s\n", strings.Join(kept, ", "))
+	}
 	return nil
+}
+
+// carryEscrow returns the HPKE public keys, from the key directories dirs,
+// of the escrow stanzas of old that the --escrow files given do not cover.
+func carryEscrow(old *ehrcrypto.Header, given []string, dirs ...string) ([]*ehrcrypto.HPKERecipient, error) {
+	have := map[uint32]bool{}
+	for _, p := range given {
+		r, err := keys.LoadRecipient(p)
+		if err != nil {
+			return nil, err
+		}
+		have[r.KeyID()] = true
+	}
+	var out []*ehrcrypto.HPKERecipient
+	for _, d := range dirs {
+		if d == "" {
+			continue
+		}
+		r, err := keys.LoadRecipient(filepath.Join(d, keys.FileHPKEPublic))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range old.Stanzas {
+			if s.Role == ehrcrypto.RoleEscrow && s.Type == ehrcrypto.StanzaHPKE && s.KeyID == r.KeyID() && !have[s.KeyID] {
+				have[s.KeyID] = true
+				out = append(out, r)
+			}
+		}
+	}
+	return out, nil
+}
+
+// droppedEscrow compares the escrow stanzas of the old header with those
+// of the file written at path.
+func droppedEscrow(old *ehrcrypto.Header, path string) ([]ehrcrypto.Stanza, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h, err := ehrcrypto.ParseHeader(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return ehrcrypto.DroppedEscrow(old, h), nil
 }
 
 type rewrapAtOptions struct {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	ehrcrypto "github.com/ehrport/ehrport/crypto"
@@ -68,5 +69,74 @@ func TestRewrapRekey(t *testing.T) {
 	}
 	if err := (&rewrapOptions{globals: g, Keys: k2, Remove: []string{"abc"}, In: rw, Out: rw + "3"}).Run(ctx); !errors.Is(err, ErrUsage) {
 		t.Fatal(err)
+	}
+}
+
+// TestRekeyEscrow: rekey refuses to drop an escrow recipient silently; it
+// keeps it when given again and drops it only with --drop-escrow, saying so.
+func TestRekeyEscrow(t *testing.T) {
+	t.Setenv("EHRPORT_PASSPHRASE", "unit passphrase")
+	ctx := context.Background()
+	tmp := t.TempDir()
+	k1, auditor := filepath.Join(tmp, "k1"), filepath.Join(tmp, "auditor")
+	initTestKeys(t, k1)
+	initTestKeys(t, auditor)
+	escrowPub := filepath.Join(auditor, "hpke.pub.json")
+	in := filepath.Join(tmp, "in")
+	os.WriteFile(in, bytes.Repeat([]byte("y"), 3<<20), 0o600)
+	b := ehrcrypto.Binding{Path: "p"}
+	g, out := testGlobals()
+	ct := filepath.Join(tmp, "ct")
+	if err := (&encryptOptions{globals: g, Keys: k1, Escrow: []string{escrowPub}, Binding: b, In: in, Out: ct}).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rk := filepath.Join(tmp, "rk")
+	err := (&rekeyOptions{globals: g, Keys: k1, Binding: b, In: ct, Out: rk}).Run(ctx)
+	if !errors.Is(err, ehrcrypto.ErrPolicy) || ExitCode(ctx, err) != ExitCrypto || !strings.Contains(err.Error(), "--escrow") {
+		t.Fatalf("rekey dropping escrow: %v", err)
+	}
+	if _, serr := os.Stat(rk); serr == nil {
+		t.Fatal("refused rekey left OUT")
+	}
+	// Given again: the auditor still opens the rekeyed file.
+	if err := (&rekeyOptions{globals: g, Keys: k1, Escrow: []string{escrowPub}, Binding: b, In: ct, Out: rk}).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&decryptOptions{globals: g, Keys: auditor, Binding: b, In: rk, Out: filepath.Join(tmp, "o1")}).Run(ctx); err != nil {
+		t.Fatalf("escrow after rekey: %v", err)
+	}
+	// Dropped knowingly: a warning names it, and the auditor is locked out.
+	out.Reset()
+	if err := (&rekeyOptions{globals: g, Keys: k1, DropEscrow: true, Binding: b, In: ct, Out: rk + "2"}).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "warning: escrow recipient(s) dropped") || !strings.Contains(out.String(), "hpke-x25519 key") {
+		t.Fatal(out.String())
+	}
+	if err := (&decryptOptions{globals: g, Keys: auditor, Binding: b, In: rk + "2", Out: filepath.Join(tmp, "o2")}).Run(ctx); !errors.Is(err, ehrcrypto.ErrNoMatchingKey) {
+		t.Fatalf("dropped escrow: %v", err)
+	}
+	got, _ := os.ReadFile(filepath.Join(tmp, "o1"))
+	want, _ := os.ReadFile(in)
+	if !bytes.Equal(got, want) {
+		t.Fatal("rekeyed plaintext differs")
+	}
+	// An escrow that is the HPKE key of OLD is carried over by itself.
+	ct2 := filepath.Join(tmp, "ct2")
+	if err := (&encryptOptions{globals: g, Keys: auditor, Escrow: []string{escrowPub}, Binding: b, In: in, Out: ct2}).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := (&rekeyOptions{globals: g, Keys: auditor, Binding: b, In: ct2, Out: rk + "3"}).Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "escrow kept") {
+		t.Fatal(out.String())
+	}
+	f, _ := os.Open(rk + "3")
+	h, err := ehrcrypto.ParseHeader(f)
+	f.Close()
+	if err != nil || len(h.Stanzas) != 2 || h.Stanzas[1].Role != ehrcrypto.RoleEscrow {
+		t.Fatalf("carried escrow: %v %+v", err, h)
 	}
 }

@@ -33,14 +33,56 @@ type comparison struct {
 	findings                           []report.Finding
 }
 
-// compare reads the source the way the export did (the same walker and
-// checker: compacted records, duplicates once) and the restored NDJSON
-// files line by line, and matches them resource by resource (Type/id, or
-// the content digest for a resource without id) and byte for byte (SHA-256
-// of the record).
-func compare(ctx context.Context, src []string, restored string) (*comparison, error) {
-	c := &comparison{sourceCounts: map[string]int64{}, restoredCounts: map[string]int64{}}
-	idx := map[string][][32]byte{}
+// sourceIndex is the source as the export read it: per resource (Type/id,
+// or the content digest for a resource without id) the SHA-256 of each
+// record, and the counts. Only digests are kept, never the records.
+type sourceIndex struct {
+	idx       map[string][][32]byte
+	counts    map[string]int64
+	resources int64
+	bytes     int64
+}
+
+func newSourceIndex() *sourceIndex {
+	return &sourceIndex{idx: map[string][][32]byte{}, counts: map[string]int64{}}
+}
+
+// add records one item the checker let through (act Write); it has the
+// signature of a fhir.Checker handler, and of export.Options.Observe.
+func (s *sourceIndex) add(it *fhir.Item, act fhir.Action) error {
+	if act != fhir.Write {
+		return nil
+	}
+	var key, typ string
+	var sum [32]byte
+	var n int64
+	if it.Kind == fhir.KindBundle {
+		h := sha256.New()
+		m, err := it.Bundle.WriteTo(h)
+		if err != nil {
+			return err
+		}
+		copy(sum[:], h.Sum(nil))
+		typ, n = "Bundle", m
+		key = resourceKey(typ, it.Bundle.ID, sum)
+	} else {
+		sum = sha256.Sum256(it.Raw)
+		var id string
+		typ, id = typeAndID(it.Raw)
+		n = int64(len(it.Raw))
+		key = resourceKey(typ, id, sum)
+	}
+	s.idx[key] = append(s.idx[key], sum)
+	s.counts[typ]++
+	s.resources++
+	s.bytes += n + 1
+	return nil
+}
+
+// readSource reads source files again the way the export did (the same
+// walker and checker: compacted records, duplicates once).
+func readSource(ctx context.Context, src []string) (*sourceIndex, error) {
+	s := newSourceIndex()
 	w, err := fhir.NewWalker(src, fhir.WalkOptions{})
 	if err != nil {
 		return nil, err
@@ -51,39 +93,33 @@ func compare(ctx context.Context, src []string, restored string) (*comparison, e
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if act != fhir.Write {
-			return nil
-		}
-		var key, typ string
-		var sum [32]byte
-		var n int64
-		if it.Kind == fhir.KindBundle {
-			h := sha256.New()
-			m, err := it.Bundle.WriteTo(h)
-			if err != nil {
-				return err
-			}
-			copy(sum[:], h.Sum(nil))
-			typ, n = "Bundle", m
-			key = resourceKey(typ, it.Bundle.ID, sum)
-		} else {
-			sum = sha256.Sum256(it.Raw)
-			var id string
-			typ, id = typeAndID(it.Raw)
-			n = int64(len(it.Raw))
-			key = resourceKey(typ, id, sum)
-		}
-		idx[key] = append(idx[key], sum)
-		c.sourceCounts[typ]++
-		c.sourceResources++
-		c.sourceBytes += n + 1
-		return nil
+		return s.add(it, act)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reading the source again: %w", err)
 	}
+	return s, nil
+}
+
+// compare reads the source files again (readSource) and compares the
+// restored data with them (compareRestored).
+func compare(ctx context.Context, src []string, restored string) (*comparison, error) {
+	s, err := readSource(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	return compareRestored(ctx, s, restored)
+}
+
+// compareRestored reads the restored NDJSON files line by line and matches
+// them with the source index resource by resource and byte for byte
+// (SHA-256 of the record). It consumes src.
+func compareRestored(ctx context.Context, src *sourceIndex, restored string) (*comparison, error) {
+	c := &comparison{sourceCounts: src.counts, restoredCounts: map[string]int64{},
+		sourceResources: src.resources, sourceBytes: src.bytes}
+	idx := src.idx
 	var files []string
-	err = filepath.WalkDir(restored, func(p string, de fs.DirEntry, err error) error {
+	err := filepath.WalkDir(restored, func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}

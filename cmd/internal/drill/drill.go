@@ -7,9 +7,15 @@
 //     customer's keys, plaintext hashes, counts and FHIR checked;
 //  4. restore B into a private temporary folder and compare it with the
 //     source, resource by resource and byte for byte;
+//     optionally (RestoreFHIR) restore B into a FHIR server too, streamed
+//     (no plaintext on disk), and check its counts per type by search;
 //  5. audit B without keys: nothing readable at rest;
 //  6. optionally (DecommissionSource) delete the export at A, and prove the
 //     listing (and the version listing) is empty afterwards.
+//
+// The source is FHIR files, generated sample patients, or a FHIR server's
+// Bulk Data $export (Bulk): then the comparison uses digests of the records
+// the export downloaded, taken in memory as they streamed by.
 //
 // Every phase is timed and counted. A failing phase does not hide the
 // others: what can still run runs, the rest is marked skipped with a reason.
@@ -33,8 +39,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ehrport/ehrport/cmd/internal/export"
+	"github.com/ehrport/ehrport/cmd/internal/fhirload"
 	"github.com/ehrport/ehrport/cmd/internal/report"
 	"github.com/ehrport/ehrport/crypto/keys"
+	"github.com/ehrport/ehrport/fhir"
 	"github.com/ehrport/ehrport/fhir/synth"
 	"github.com/ehrport/ehrport/storage"
 )
@@ -52,6 +61,7 @@ const (
 	PhaseVerify       = "verify"
 	PhaseRestore      = "restore"
 	PhaseCompare      = "compare"
+	PhaseRestoreFHIR  = "restore-fhir"
 	PhaseAudit        = "audit"
 	PhaseDecommission = "decommission"
 )
@@ -62,6 +72,7 @@ var phaseTitles = map[string]string{
 	PhaseVerify:       "3 verify B (deep)",
 	PhaseRestore:      "4a restore B",
 	PhaseCompare:      "4b compare",
+	PhaseRestoreFHIR:  "4c load into FHIR server",
 	PhaseAudit:        "5 audit B",
 	PhaseDecommission: "6 delete at A",
 }
@@ -73,6 +84,14 @@ type Options struct {
 	Paths    []string
 	Patients int
 	Seed     uint64
+	// Bulk, instead of Paths, exports a FHIR server's Bulk Data $export;
+	// BulkURL is its base URL as the report shows it (no query, no
+	// credentials). The comparison then checks the restored data against
+	// SHA-256 digests of the records the export downloaded, taken in memory
+	// as they streamed by: nothing of the server's data is written to disk
+	// unencrypted, and the server is not asked for a second export.
+	Bulk    *export.BulkSource
+	BulkURL string
 
 	// StoreA and StoreB are the two clouds. Nil: a folder in the work
 	// directory.
@@ -88,6 +107,11 @@ type Options struct {
 	// DecommissionSource deletes the export at A after everything else
 	// passed, and proves the deletion.
 	DecommissionSource bool
+	// RestoreFHIR, when set, adds the phase restore-fhir: the export at B
+	// restored into this FHIR server (transaction Bundles of PUT entries,
+	// ids kept; decrypted in memory only) and the server's counts per type
+	// checked by search against the export's.
+	RestoreFHIR *fhirload.Client
 
 	// ReportDir, when set, receives the signed report files.
 	ReportDir string
@@ -187,9 +211,15 @@ func (d *drill) setup(ctx context.Context) error {
 		RunID:         o.Now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(rid[:]),
 		Counts:        report.Counts{Source: map[string]int64{}, Target: map[string]int64{}},
 	}
-	d.embedded = len(o.Paths) == 0 && o.StoreA == nil && o.StoreB == nil && o.Keys == nil
+	d.embedded = len(o.Paths) == 0 && o.Bulk == nil && o.StoreA == nil && o.StoreB == nil && o.Keys == nil
 	d.rep.Inputs.Embedded = d.embedded
-	if len(o.Paths) > 0 {
+	switch {
+	case len(o.Paths) > 0 && o.Bulk != nil:
+		return fmt.Errorf("%w: give input files or a FHIR server, not both", fhir.ErrBadInput)
+	case o.Bulk != nil:
+		d.rep.Inputs.Source = "fhir-server"
+		d.rep.Inputs.Paths = []string{o.BulkURL}
+	case len(o.Paths) > 0:
 		d.src = o.Paths
 		d.rep.Inputs.Source = "files"
 		for _, p := range o.Paths {
@@ -198,7 +228,7 @@ func (d *drill) setup(ctx context.Context) error {
 			}
 			d.rep.Inputs.Paths = append(d.rep.Inputs.Paths, p)
 		}
-	} else {
+	default:
 		if o.Patients <= 0 {
 			o.Patients = DefaultPatients
 		}

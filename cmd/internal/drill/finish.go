@@ -55,7 +55,9 @@ func (d *drill) finish() {
 			reasons = append(reasons, fmt.Sprintf("%s failed: %s", p.Name, p.Error))
 		case p.Status == report.StatusFail:
 			reasons = append(reasons, fmt.Sprintf("%s failed with %d finding(s)", p.Name, p.Findings))
-		case p.Status == report.StatusSkipped && p.Name != PhaseDecommission:
+		case p.Status == report.StatusSkipped && p.Name != PhaseDecommission && p.Name != PhaseRestoreFHIR:
+			// (Those two are optional; when asked for, what skips them
+			// fails an earlier phase, which is the reason.)
 			reasons = append(reasons, fmt.Sprintf("%s did not run: %s", p.Name, p.SkipReason))
 		}
 	}
@@ -197,6 +199,22 @@ func (d *drill) evidence() {
 	}
 	add(del)
 
+	if d.o.RestoreFHIR != nil {
+		fe := report.Evidence{Claim: "The data is usable at the new provider: it loads into a FHIR server complete",
+			Status: d.status(PhaseRestoreFHIR), EUCS: eucsFormat, ENISA: enisaPortable, Phases: []string{PhaseRestoreFHIR},
+			How: "the export at B restored (signature and every hash checked, decrypted in memory only) into a FHIR R4 server as transaction Bundles of PUT entries that keep every id; then GET [base]/Type?_summary=count must equal the export's count for every type"}
+		if fr := st.fhirRes; fr != nil && fr.Load != nil {
+			fe.Details = append(fe.Details, fmt.Sprintf("%s (FHIR %s%s): %d resources in %d transaction Bundles, %.0f resources/s, %d retries",
+				fr.Server, dash(fr.FHIRVersion), uriNote(fr.Software), fr.Load.Resources, fr.Load.Bundles, fr.Load.PerSecond, fr.Load.Retries))
+			if fr.Check != nil {
+				for _, t := range sortedKeys(fr.Check.Server) {
+					fe.Details = append(fe.Details, fmt.Sprintf("%s: export %d, server %d", t, fr.Restore.Counts[t], fr.Check.Server[t]))
+				}
+			}
+		}
+		add(fe)
+	}
+
 	for _, e := range report.TransitAndLocation(r.Stores) {
 		add(e)
 	}
@@ -233,6 +251,14 @@ func (d *drill) notChecked() {
 	if !d.o.DecommissionSource {
 		add("deletion at the source (EUCS PI-03.4): --decommission-source was not given")
 	}
+	if d.o.RestoreFHIR == nil {
+		add("loading into a FHIR server at the new provider (is the data usable there, not just present): --restore-fhir URL was not given")
+	} else {
+		add("restore-fhir: the FHIR server's own validation and storage of each resource beyond its count per type (compare a sample by reading it back)")
+	}
+	if r.Inputs.Source == "fhir-server" {
+		add("the FHIR server's data beyond its Bulk Data $export: the comparison checks the restored data against what the export downloaded, not against the server's database")
+	}
 	add("object lock on the manifest and the report: not applied by the drill")
 	for _, s := range r.Stores {
 		if s.Kind == "local" {
@@ -256,7 +282,7 @@ func (d *drill) notChecked() {
 		}
 	}
 	for _, p := range r.Phases {
-		if p.Status == report.StatusSkipped && p.Name != PhaseDecommission {
+		if p.Status == report.StatusSkipped && p.Name != PhaseDecommission && !(p.Name == PhaseRestoreFHIR && d.o.RestoreFHIR == nil) {
 			add(fmt.Sprintf("phase %s: skipped (%s)", p.Name, p.SkipReason))
 		}
 	}

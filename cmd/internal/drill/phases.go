@@ -11,6 +11,7 @@ import (
 
 	"github.com/ehrport/ehrport/cmd/internal/audit"
 	"github.com/ehrport/ehrport/cmd/internal/export"
+	"github.com/ehrport/ehrport/cmd/internal/fhirload"
 	"github.com/ehrport/ehrport/cmd/internal/migrate"
 	"github.com/ehrport/ehrport/cmd/internal/report"
 	"github.com/ehrport/ehrport/cmd/internal/verify"
@@ -42,7 +43,9 @@ type state struct {
 	verifyRep  *verify.Report
 	restoreSum *export.RestoreSummary
 	restoreDir string
+	srcIdx     *sourceIndex // a FHIR server source, indexed as the export read it
 	cmp        *comparison
+	fhirRes    *fhirload.Result
 	auditRep   *audit.Report
 	decom      *decommission
 }
@@ -67,6 +70,11 @@ func (d *drill) run(ctx context.Context) {
 		eo := &export.Options{Paths: d.src, Store: o.StoreA, Recipients: recips, Signer: signer,
 			Policy: fhir.PolicyFail, Concurrency: o.Concurrency, Log: o.Log, Request: "ehrport drill",
 			SpoolDir: d.work}
+		if o.Bulk != nil {
+			st.srcIdx = newSourceIndex()
+			eo.Paths, eo.Bulk, eo.Observe = nil, o.Bulk, st.srcIdx.add
+			eo.Request = "ehrport drill (FHIR Bulk Data $export)"
+		}
 		sum, err := eo.Run(ctx)
 		if err != nil {
 			return err
@@ -92,7 +100,7 @@ func (d *drill) run(ctx context.Context) {
 	})
 	if exp.Status != report.StatusPass {
 		why := "the export to A failed: there is nothing to move"
-		for _, n := range []string{PhaseMigrate, PhaseVerify, PhaseRestore, PhaseCompare, PhaseAudit, PhaseDecommission} {
+		for _, n := range []string{PhaseMigrate, PhaseVerify, PhaseRestore, PhaseCompare, PhaseRestoreFHIR, PhaseAudit, PhaseDecommission} {
 			d.skip(n, why)
 		}
 		return
@@ -213,7 +221,13 @@ func (d *drill) run(ctx context.Context) {
 		} else {
 			d.timed(PhaseCompare, func(p *report.Phase) error {
 				defer os.RemoveAll(st.restoreDir)
-				c, err := compare(ctx, d.src, st.restoreDir)
+				var c *comparison
+				var err error
+				if st.srcIdx != nil {
+					c, err = compareRestored(ctx, st.srcIdx, st.restoreDir)
+				} else {
+					c, err = compare(ctx, d.src, st.restoreDir)
+				}
 				if err != nil {
 					return err
 				}
@@ -231,6 +245,21 @@ func (d *drill) run(ctx context.Context) {
 	}
 	if st.restoreDir != "" {
 		os.RemoveAll(st.restoreDir) // plaintext never outlives the comparison
+	}
+
+	// 4c. Restore into a FHIR server.
+	switch {
+	case o.RestoreFHIR == nil:
+		d.skip(PhaseRestoreFHIR, "not requested (--restore-fhir URL)")
+	case !st.manifestB:
+		d.skip(PhaseRestoreFHIR, "B holds no complete export (no manifest.json)")
+	default:
+		d.timed(PhaseRestoreFHIR, func(p *report.Phase) error {
+			if verr != nil {
+				return verr
+			}
+			return d.restoreFHIR(ctx, p, verifier)
+		})
 	}
 
 	// 5. Audit B.
@@ -292,6 +321,9 @@ func (d *drill) run(ctx context.Context) {
 
 func (d *drill) allPassed() bool {
 	for _, p := range d.rep.Phases {
+		if p.Name == PhaseRestoreFHIR && p.Status == report.StatusSkipped {
+			continue // not requested; a cause that skips it fails another phase
+		}
 		if p.Status != report.StatusPass {
 			return false
 		}
@@ -384,4 +416,63 @@ func errString(err error) string {
 		return ""
 	}
 	return oneLine(err.Error())
+}
+
+// restoreFHIR runs phase 4c: B restored into the FHIR server as it streams
+// (no plaintext on disk), then the server's counts per type checked by
+// search. Every failure is a finding, so the report says what happened.
+func (d *drill) restoreFHIR(ctx context.Context, p *report.Phase, verifier *ehrcrypto.Verifier) error {
+	o, st := d.o, d.st
+	c := o.RestoreFHIR
+	ro := export.RestoreOptions{Store: o.StoreB, Identities: o.Keys.Identities(), Verifier: verifier,
+		Concurrency: o.Concurrency, Log: o.Log, SpoolDir: d.work}
+	res, err := fhirload.Restore(ctx, ro, c)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	st.fhirRes = res
+	if res != nil && res.Load != nil {
+		p.Resources, p.Bytes = res.Load.Resources, res.Load.Bytes
+		if res.Restore != nil {
+			p.Objects = int64(res.Restore.Objects)
+		}
+	}
+	f := report.Finding{Phase: PhaseRestoreFHIR, Severity: report.SevHigh, Object: c.BaseURL(), Message: oneLine(errString(err)), EUCS: eucsFormat, ENISA: enisaPortable}
+	switch {
+	case errors.Is(err, fhirload.ErrCountMismatch) && res != nil && res.Check != nil:
+		for _, m := range res.Check.Mismatches {
+			d.finding(report.Finding{Phase: PhaseRestoreFHIR, Severity: report.SevHigh, Code: "fhir-count-mismatch", Object: m.Type,
+				Message: "after loading into " + c.BaseURL() + ": " + m.String(), EUCS: eucsComplete, ENISA: enisaPortable})
+		}
+	case errors.Is(err, fhirload.ErrUnavailable), errors.Is(err, fhirload.ErrUnauthorized):
+		f.Code = "fhir-server-unavailable"
+		d.finding(f)
+	case errors.Is(err, fhirload.ErrNotFHIR):
+		f.Code = "fhir-not-r4-server"
+		d.finding(f)
+	case errors.Is(err, fhirload.ErrRefused), errors.Is(err, fhir.ErrBadInput):
+		f.Code = "fhir-refused"
+		d.finding(f)
+	case err != nil:
+		f.Code = "fhir-load-failed"
+		if errors.Is(err, ehrcrypto.ErrCorrupt) {
+			f.EUCS, f.ENISA = append(append([]string{}, eucsIntegrity...), eucsComplete...), enisaIncident
+		}
+		d.finding(f)
+	}
+	if res == nil || res.Load == nil {
+		p.Summary = "nothing loaded into " + c.BaseURL()
+		return nil
+	}
+	l := res.Load
+	check := "counts per type not checked (the load failed)"
+	if res.Check != nil {
+		check = fmt.Sprintf("counts of %d types by _summary=count: all equal to the export", len(res.Check.Server))
+		if n := len(res.Check.Mismatches); n > 0 {
+			check = fmt.Sprintf("counts by _summary=count: %d of %d types differ from the export", n, len(res.Check.Server))
+		}
+	}
+	p.Summary = fmt.Sprintf("%d resources restored from B into %s (FHIR %s) as %d transaction Bundles of PUT entries (ids kept), decrypted in memory only, %d retries; %s",
+		l.Resources, c.BaseURL(), dash(res.FHIRVersion), l.Bundles, l.Retries, check)
+	return nil
 }

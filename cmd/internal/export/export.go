@@ -63,6 +63,11 @@ type Options struct {
 	Log *slog.Logger
 	// Findings receives every finding of the input, in input order.
 	Findings func(fhir.Finding)
+	// Observe, when set, sees every item the checker decided on, in input
+	// order, before it is written, on the goroutine that writes it; it.Raw
+	// is valid only during the call. An error fails the export. The drill
+	// indexes a FHIR server's records with it as they stream by.
+	Observe func(it *fhir.Item, act fhir.Action) error
 	// Progress is called about every ProgressEvery (default 1s) and once at
 	// the end, from its own goroutine.
 	Progress      func(Progress)
@@ -358,6 +363,11 @@ func (e *exporter) handle(it *fhir.Item, act fhir.Action) error {
 	}
 	if err := e.ctx.Err(); err != nil {
 		return context.Cause(e.ctx)
+	}
+	if e.o.Observe != nil {
+		if err := e.o.Observe(it, act); err != nil {
+			return err
+		}
 	}
 	if it.Pos.File != e.lastFile {
 		e.lastFile = it.Pos.File

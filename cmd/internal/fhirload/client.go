@@ -318,7 +318,8 @@ func (c *Client) Capabilities(ctx context.Context) (version, software string, er
 	b, err := c.do(ctx, http.MethodGet, "metadata", nil, "GET metadata")
 	if err != nil {
 		if errors.Is(err, ErrRefused) {
-			return "", "", fmt.Errorf("%w: %s/metadata gave no CapabilityStatement (%v): is this the server's FHIR base URL?", ErrNotFHIR, c.shown, err)
+			why := strings.TrimPrefix(err.Error(), ErrRefused.Error()+": ")
+			return "", "", fmt.Errorf("%w: %s/metadata gave no CapabilityStatement (%s): is this the server's FHIR base URL?", ErrNotFHIR, c.shown, why)
 		}
 		return "", "", err
 	}

@@ -175,10 +175,11 @@ func TestLoadKeepsIDsAndBytesAndCounts(t *testing.T) {
 	}
 }
 
-// The same Type/id twice in a row never shares a transaction.
+// The same Type/id twice never shares a transaction (one sender, so the
+// later one lands last).
 func TestLoadSplitsRepeatedIDs(t *testing.T) {
 	f := newFake(t)
-	c, _ := client(t, f.base(), Options{})
+	c, _ := client(t, f.base(), Options{Concurrency: 1})
 	l := c.Start(context.Background())
 	in := `{"resourceType":"Patient","id":"a"}` + "\n" + `{"resourceType":"Patient","id":"b"}` + "\n" + `{"resourceType":"Patient","id":"a","active":true}` + "\n"
 	if err := l.Add("in", strings.NewReader(in)); err != nil {

@@ -136,8 +136,9 @@ func (l *Load) Add(source string, r io.Reader) error {
 			ref += "/" + *h.ID
 		}
 		// The same Type/id twice in one transaction is an error on most
-		// servers: start a new Bundle instead (the export has no such
-		// pair, but a hand-made input might).
+		// servers: start a new Bundle instead. An export has no such pair
+		// (the checker keeps one record per Type/id); for other input,
+		// which one lands last is certain only with Concurrency 1.
 		if cur != nil && (cur.n >= l.c.o.BatchSize || (h.ID != nil && cur.seen[ref])) {
 			if err := flush(); err != nil {
 				return err

@@ -1,0 +1,211 @@
+package stream
+
+import (
+	"crypto/cipher"
+	"io"
+)
+
+// Reader decrypts a stream. It reads up to Params.InFlight segments ahead
+// and opens them in parallel, but returns a segment's plaintext only after
+// that segment authenticated, and io.EOF only after the segment marked last
+// did. A truncated stream is known only at its end.
+type Reader struct {
+	src    io.Reader
+	aead   cipher.AEAD
+	prefix [NoncePrefixSize]byte
+	p      Params
+	pool   workers
+
+	next     uint64 // number of the next segment to read from src
+	carry    byte   // first byte of the next segment, read to tell the last one
+	hasCarry bool
+	srcDone  bool
+	queue    []*job // read from src and opening or opened, in stream order
+
+	cur *job // being returned
+	off int
+	err error // sticky, returned after the plaintext that came before it
+	eof bool
+}
+
+var (
+	_ io.Reader   = (*Reader)(nil)
+	_ io.WriterTo = (*Reader)(nil)
+)
+
+// NewReader reads the stream header from src and returns a Reader of the
+// plaintext, keyed from mainKey with ad as associated data. A missing or
+// malformed header is ErrHeader; errors of src are returned as they are.
+func NewReader(src io.Reader, mainKey, ad []byte, p Params) (*Reader, error) {
+	p, err := p.check()
+	if err != nil {
+		return nil, err
+	}
+	var hdr [HeaderLen]byte
+	if _, err := io.ReadFull(src, hdr[:1]); err != nil {
+		return nil, headerErr(err)
+	}
+	if hdr[0] != HeaderLen {
+		return nil, ErrHeader
+	}
+	if _, err := io.ReadFull(src, hdr[1:]); err != nil {
+		return nil, headerErr(err)
+	}
+	a, err := newAEAD(mainKey, hdr[1:1+SaltSize], ad)
+	if err != nil {
+		return nil, err
+	}
+	r := &Reader{src: src, aead: a, p: p, pool: newWorkers(p.Workers)}
+	copy(r.prefix[:], hdr[1+SaltSize:])
+	return r, nil
+}
+
+func headerErr(err error) error {
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return ErrHeader
+	}
+	return err
+}
+
+func (r *Reader) open(j *job) {
+	if j.n >= TagSize {
+		if out, err := r.aead.Open(j.buf[:0], j.nonce(&r.prefix), j.buf[:j.n], nil); err == nil {
+			j.n = len(out)
+			return
+		}
+	}
+	j.n = 0
+	j.err = &SegmentError{Segment: j.idx, Err: ErrAuth}
+}
+
+// fill reads segments from src and starts opening them until InFlight are
+// held or src ended. Each segment is read with one byte more, which, when
+// it arrives, says that the segment is not the last and starts the next.
+func (r *Reader) fill() {
+	seg := r.p.SegmentSize
+	for !r.srcDone && len(r.queue) < r.p.InFlight {
+		j := &job{idx: r.next}
+		r.queue = append(r.queue, j)
+		if r.next >= MaxSegments {
+			j.err = &SegmentError{Segment: j.idx, Err: ErrTooManySegments}
+			r.srcDone = true
+			return
+		}
+		j.buf = getBuf(seg)
+		pos := 0
+		if r.hasCarry {
+			j.buf[0] = r.carry
+			pos = 1
+		}
+		limit := seg + 1
+		if r.next == 0 {
+			limit -= HeaderLen
+		}
+		m, err := io.ReadFull(r.src, j.buf[pos:limit])
+		switch err {
+		case nil:
+			j.n = limit - 1
+			r.carry, r.hasCarry = j.buf[limit-1], true
+		case io.EOF, io.ErrUnexpectedEOF:
+			j.n = pos + m
+			j.last = true
+			r.srcDone = true
+		default:
+			putBuf(seg, j.buf)
+			j.buf, j.err = nil, err
+			r.srcDone = true
+			return
+		}
+		r.next++
+		if !r.pool.sync() {
+			r.pool.start(j, r.open)
+		}
+	}
+}
+
+// advance releases the current segment and makes the next one current,
+// waiting for it to authenticate. A synchronous Reader opens it now: into
+// dst when dst is given and can hold its whole plaintext (ready is then
+// set, and the plaintext is in dst[:cur.n]), else in place.
+func (r *Reader) advance(dst []byte) error {
+	if r.cur != nil {
+		putBuf(r.p.SegmentSize, r.cur.buf)
+		r.cur = nil
+	}
+	if r.err != nil {
+		return r.err
+	}
+	if r.eof {
+		return io.EOF
+	}
+	r.fill()
+	j := r.queue[0]
+	r.queue[0] = nil
+	r.queue = r.queue[1:]
+	j.wait()
+	if r.pool.sync() && j.err == nil {
+		if dst != nil && j.n-TagSize <= len(dst) && j.n >= TagSize {
+			// Go's GCM clears dst when the tag does not verify.
+			out, err := r.aead.Open(dst[:0], j.nonce(&r.prefix), j.buf[:j.n], nil)
+			if err != nil {
+				j.err = &SegmentError{Segment: j.idx, Err: ErrAuth}
+			}
+			j.n, j.ready = len(out), true
+		} else {
+			r.open(j)
+		}
+	}
+	if j.err != nil {
+		if j.buf != nil {
+			putBuf(r.p.SegmentSize, j.buf)
+		}
+		r.err = j.err
+		return r.err
+	}
+	r.cur, r.off, r.eof = j, 0, j.last
+	return nil
+}
+
+// Read returns authenticated plaintext; see the type's comment.
+func (r *Reader) Read(p []byte) (int, error) {
+	for r.cur == nil || r.off == r.cur.n {
+		if err := r.advance(p); err != nil {
+			return 0, err
+		}
+		if r.cur.ready {
+			r.off = r.cur.n
+			if r.cur.n > 0 {
+				return r.cur.n, nil
+			}
+		}
+	}
+	n := copy(p, r.cur.buf[r.off:r.cur.n])
+	r.off += n
+	return n, nil
+}
+
+// WriteTo writes the plaintext to w straight from the segment buffers,
+// each segment once it authenticated. It returns nil at the authenticated
+// end of the stream.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		if r.cur != nil && r.off < r.cur.n {
+			m, err := w.Write(r.cur.buf[r.off:r.cur.n])
+			r.off += m
+			total += int64(m)
+			if err == nil && r.off < r.cur.n {
+				err = io.ErrShortWrite
+			}
+			if err != nil {
+				return total, err
+			}
+		}
+		if err := r.advance(nil); err != nil {
+			if err == io.EOF {
+				return total, nil
+			}
+			return total, err
+		}
+	}
+}
