@@ -49,8 +49,12 @@ type Fit struct {
 	Sizes        int     `json:"sizes"` // sizes with a successful run; the exponents need two`
 	TimeExponent float64 `json:"time_exponent"`
 	CPUExponent  float64 `json:"cpu_exponent"`
-	RSSGrowth    float64 `json:"rss_growth"`
-	MaxRSSMB     float64 `json:"max_rss_mb"`
+	// The same between the two largest sizes only, where a fixed start-up
+	// cost no longer hides a cost per resource that grows with the size.
+	LastTimeExponent float64 `json:"last_time_exponent"`
+	LastCPUExponent  float64 `json:"last_cpu_exponent"`
+	RSSGrowth        float64 `json:"rss_growth"`
+	MaxRSSMB         float64 `json:"max_rss_mb"`
 }
 
 // Scale is docs/bench/scale.json.
@@ -141,6 +145,10 @@ func Summarise(runs []Run, rssLimit float64) *Scale {
 		f.Sizes = len(pts)
 		f.TimeExponent = finite(logSlope(xs, ts))
 		f.CPUExponent = finite(logSlope(xs, cs))
+		if n := len(pts); n > 1 {
+			f.LastTimeExponent = finite(logSlope(xs[n-2:], ts[n-2:]))
+			f.LastCPUExponent = finite(logSlope(xs[n-2:], cs[n-2:]))
+		}
 		if len(pts) > 1 && pts[0].MaxRSSMB > 0 {
 			f.RSSGrowth = pts[len(pts)-1].MaxRSSMB / pts[0].MaxRSSMB
 		}
@@ -246,18 +254,19 @@ func (s *Scale) Markdown(w io.Writer) error {
 			p.MicrosPerResource, p.MedianCPU, p.MedianRSSMB, p.MaxRSSMB, p.Failed)
 	}
 	fmt.Fprintln(bw)
-	fmt.Fprintln(bw, "| operation | time ∝ resources^k: k of wall time | k of CPU time | peak RSS, largest size over smallest | largest peak RSS | every run under the RSS limit |")
-	fmt.Fprintln(bw, "|---|---|---|---|---|---|")
+	fmt.Fprintln(bw, "| operation | time ∝ resources^k, all sizes: k of wall time | k of CPU time | k between the two largest sizes: wall | CPU | peak RSS, largest size over smallest | largest peak RSS | every run under the RSS limit |")
+	fmt.Fprintln(bw, "|---|---|---|---|---|---|---|---|")
 	for _, f := range s.Fits {
 		under := "yes"
 		if f.MaxRSSMB > s.RSSLimit {
 			under = "**no**"
 		}
 		if f.Sizes < 2 {
-			fmt.Fprintf(bw, "| %s | - | - | - | %.0f MB | %s (%.0f MB) |\n", f.Op, f.MaxRSSMB, under, s.RSSLimit)
+			fmt.Fprintf(bw, "| %s | - | - | - | - | - | %.0f MB | %s (%.0f MB) |\n", f.Op, f.MaxRSSMB, under, s.RSSLimit)
 			continue
 		}
-		fmt.Fprintf(bw, "| %s | %.2f | %.2f | %.2fx | %.0f MB | %s (%.0f MB) |\n", f.Op, f.TimeExponent, f.CPUExponent, f.RSSGrowth, f.MaxRSSMB, under, s.RSSLimit)
+		fmt.Fprintf(bw, "| %s | %.2f | %.2f | %.2f | %.2f | %.2fx | %.0f MB | %s (%.0f MB) |\n", f.Op, f.TimeExponent, f.CPUExponent,
+			f.LastTimeExponent, f.LastCPUExponent, f.RSSGrowth, f.MaxRSSMB, under, s.RSSLimit)
 	}
 	return bw.Flush()
 }

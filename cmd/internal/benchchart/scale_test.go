@@ -40,7 +40,7 @@ func TestSummariseLinearFlat(t *testing.T) {
 		t.Fatalf("first point %+v: the failed run must not count", p)
 	}
 	for _, f := range s.Fits {
-		if math.Abs(f.TimeExponent-1) > 1e-9 || math.Abs(f.CPUExponent-1) > 1e-9 {
+		if math.Abs(f.TimeExponent-1) > 1e-9 || math.Abs(f.CPUExponent-1) > 1e-9 || math.Abs(f.LastCPUExponent-1) > 1e-9 {
 			t.Errorf("%s: exponents %v %v, want 1", f.Op, f.TimeExponent, f.CPUExponent)
 		}
 		if f.RSSGrowth != 1 || f.Sizes != 3 {
@@ -75,7 +75,7 @@ func TestOneSizeHasNoExponent(t *testing.T) {
 	}
 	var md bytes.Buffer
 	s.Markdown(&md)
-	if !strings.Contains(md.String(), "| export | - | - | - |") {
+	if !strings.Contains(md.String(), "| export | - | - | - | - | - |") {
 		t.Errorf("one size shows exponents:\n%s", md.String())
 	}
 }
@@ -153,5 +153,25 @@ func TestRunWritesAndRedraws(t *testing.T) {
 	}
 	if err := (&Options{Runs: runs, Meta: "{not json"}).Run(); err == nil {
 		t.Error("bad -meta accepted")
+	}
+}
+
+// The exponent between the two largest sizes comes from those two only, so
+// a fixed start-up cost at the smallest size does not blur it.
+func TestLastExponent(t *testing.T) {
+	var runs []Run
+	for _, n := range []int64{10_000, 100_000, 1_000_000} {
+		cpu := 5 + float64(n)/100_000
+		if n == 1_000_000 {
+			cpu = 5 + 2*float64(n)/100_000 // twice the cost per resource
+		}
+		runs = append(runs, Run{Op: "export", Resources: n, Seconds: cpu, CPUSeconds: cpu, RSSMB: 50, OK: true})
+	}
+	f := Summarise(runs, 256).Fits[0]
+	if f.CPUExponent > 1 {
+		t.Errorf("fit over all sizes %v: expected under 1 with the start-up cost", f.CPUExponent)
+	}
+	if want := math.Log10(25.0 / 6); math.Abs(f.LastCPUExponent-want) > 1e-9 {
+		t.Errorf("last exponent %v, want %v", f.LastCPUExponent, want)
 	}
 }
