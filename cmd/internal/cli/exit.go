@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"syscall"
 
+	"github.com/ehrport/ehrport/cmd/internal/fhirload"
 	ehrcrypto "github.com/ehrport/ehrport/crypto"
 	"github.com/ehrport/ehrport/fhir"
 	"github.com/ehrport/ehrport/fhir/bulk"
@@ -46,13 +47,17 @@ func ExitCode(ctx context.Context, err error) int {
 	case errors.Is(err, ErrUsage),
 		errors.Is(err, storage.ErrBadRef),
 		errors.Is(err, storage.ErrBadConfig),
-		errors.Is(err, fhir.ErrBadInput):
+		errors.Is(err, fhir.ErrBadInput),
+		errors.Is(err, fhirload.ErrBadURL),
+		errors.Is(err, fhirload.ErrNotFHIR):
 		return ExitUsage
 	case errors.Is(err, ehrcrypto.ErrCorrupt),
 		errors.Is(err, ehrcrypto.ErrNoMatchingKey),
 		errors.Is(err, ehrcrypto.ErrPolicy):
 		return ExitCrypto
 	case errors.As(err, &storeErr),
+		errors.Is(err, fhirload.ErrUnavailable), // restore --to-fhir: server down or failing, token refused
+		errors.Is(err, fhirload.ErrUnauthorized),
 		errors.As(err, &pathErr),
 		// The FHIR server of export --from https://…: credentials refused,
 		// export failed or expired, retries or time exhausted.
@@ -77,6 +82,16 @@ func hint(err error) string {
 		return "none of the keys given can open this: check --keys, and that the key is not disabled (ehrport keys list)"
 	case errors.Is(err, ehrcrypto.ErrPolicy):
 		return "local policy refused this: see docs/format-v1.md and docs/keys.md"
+	case errors.Is(err, fhirload.ErrUnavailable):
+		return "check that the FHIR server is up and that the URL is its FHIR base (its /metadata answers), then rerun: PUT replaces what was already loaded"
+	case errors.Is(err, fhirload.ErrUnauthorized):
+		return "give a bearer token the FHIR server accepts in EHRPORT_FHIR_TOKEN"
+	case errors.Is(err, fhirload.ErrNotFHIR):
+		return "give the server's FHIR R4 base URL, the one whose /metadata returns its CapabilityStatement"
+	case errors.Is(err, fhirload.ErrCountMismatch):
+		return "load into a FHIR server (or tenant) that holds no other resources of these types; fewer at the server than in the export means it lost resources: check its logs"
+	case errors.Is(err, fhirload.ErrRefused):
+		return "the FHIR server refused this data for the reason above; if it limits the size of a transaction, lower --batch-size"
 	}
 	var the *bulk.TokenHostError
 	switch {

@@ -3,6 +3,7 @@ package drill
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -167,14 +168,33 @@ func TestCompareRestoredAgainstIndex(t *testing.T) {
 	}
 }
 
-// --restore-fhir to a server that does not answer: the phase fails with a
-// finding naming the URL; the other phases still ran and passed.
+// --restore-fhir to a server that does not answer stops the drill before
+// it starts; one that fails while loading fails the phase with a finding
+// naming the URL, and the other phases still run and pass.
 func TestDrillRestoreFHIRUnavailable(t *testing.T) {
-	srv := httptest.NewServer(http.NotFoundHandler())
-	base := srv.URL + "/fhir"
-	srv.Close()
-	c, err := fhirload.New(fhirload.Options{BaseURL: base, Attempts: 1})
+	down := httptest.NewServer(http.NotFoundHandler())
+	downURL := down.URL + "/fhir"
+	down.Close()
+	c, err := fhirload.New(fhirload.Options{BaseURL: downURL, Attempts: 1})
 	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = (&Options{Patients: 2, RestoreFHIR: c, WorkDir: t.TempDir()}).Run(context.Background())
+	if !errors.Is(err, fhirload.ErrUnavailable) || !strings.Contains(err.Error(), downURL) {
+		t.Fatalf("server down before the drill: %v", err)
+	}
+
+	// Answers /metadata, then 503 on every transaction.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fhir/metadata" {
+			io.WriteString(w, `{"resourceType":"CapabilityStatement","fhirVersion":"4.0.1"}`)
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	base := srv.URL + "/fhir"
+	if c, err = fhirload.New(fhirload.Options{BaseURL: base, Attempts: 1}); err != nil {
 		t.Fatal(err)
 	}
 	res := run(t, &Options{RestoreFHIR: c, DecommissionSource: true})

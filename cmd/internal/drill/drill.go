@@ -150,8 +150,8 @@ type drill struct {
 }
 
 // Run runs the drill. It returns an error only when the drill could not run
-// at all (a store or the key directory unusable before the first phase, the
-// report not writable) or was interrupted; everything else is in the
+// at all (a store, the key directory or the RestoreFHIR server unusable
+// before the first phase, the report not writable) or was interrupted; everything else is in the
 // report, whose Verdict says PASS or FAIL.
 func (opts *Options) Run(ctx context.Context) (*Result, error) {
 	o := *opts // defaults and ephemeral parts never leak into the caller's Options
@@ -284,6 +284,12 @@ func (d *drill) setup(ctx context.Context) error {
 			return fmt.Errorf("store %s (%s): %w", s.role, s.st.Location(), err)
 		}
 		d.rep.Stores = append(d.rep.Stores, report.DescribeStore(ctx, s.role, s.st, s.eph))
+	}
+	if o.RestoreFHIR != nil {
+		// Like the stores: a wrong URL stops the drill before it starts.
+		if _, _, err := o.RestoreFHIR.Capabilities(ctx); err != nil {
+			return fmt.Errorf("--restore-fhir: %w", err)
+		}
 	}
 	d.recordKeys()
 	return nil
