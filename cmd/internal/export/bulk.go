@@ -104,23 +104,8 @@ func (e *exporter) walkBulk(c *fhir.Checker) error {
 
 // feedNDJSON validates and handles every non-blank line of r.
 func (e *exporter) feedNDJSON(c *fhir.Checker, name string, r io.Reader) error {
-	ew := &errWatch{r: r}
-	sc := bufio.NewScanner(ew)
-	sc.Buffer(make([]byte, 0, 1<<20), fhir.DefaultMaxResourceBytes+1)
 	var buf bytes.Buffer
-	var line int64
-	for sc.Scan() {
-		if ew.err != nil {
-			return ew.err
-		}
-		line++
-		raw := bytes.TrimSpace(sc.Bytes())
-		if len(raw) == 0 {
-			continue
-		}
-		if line == 1 {
-			raw = bytes.TrimPrefix(raw, []byte("\xef\xbb\xbf"))
-		}
+	return eachLine(r, name, fhir.DefaultMaxResourceBytes, func(line int64, raw []byte) error {
 		it := fhir.Item{Kind: fhir.KindResource, Pos: fhir.Position{File: name, Line: line, Entry: -1}}
 		buf.Reset()
 		if err := json.Compact(&buf, raw); err != nil {
@@ -134,13 +119,38 @@ func (e *exporter) feedNDJSON(c *fhir.Checker, name string, r io.Reader) error {
 		if err != nil {
 			return err
 		}
-		if err := e.handle(&it, act); err != nil {
+		return e.handle(&it, act)
+	})
+}
+
+// eachLine calls fn with every non-blank line of r, trimmed, a byte order
+// mark at the start dropped, and its 1-based line number. A read error
+// other than EOF is returned before the line it cut; a line over max bytes
+// is bad input naming name:line.
+func eachLine(r io.Reader, name string, max int, fn func(line int64, raw []byte) error) error {
+	ew := &errWatch{r: r}
+	sc := bufio.NewScanner(ew)
+	sc.Buffer(make([]byte, 0, 64<<10), max+1)
+	var line int64
+	for sc.Scan() {
+		if ew.err != nil {
+			return ew.err
+		}
+		line++
+		raw := bytes.TrimSpace(sc.Bytes())
+		if line == 1 {
+			raw = bytes.TrimPrefix(raw, []byte("\xef\xbb\xbf"))
+		}
+		if len(raw) == 0 {
+			continue
+		}
+		if err := fn(line, raw); err != nil {
 			return err
 		}
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return fmt.Errorf("%w: %s:%d: a line is longer than %d bytes", fhir.ErrBadInput, name, line+1, fhir.DefaultMaxResourceBytes)
+			return fmt.Errorf("%w: %s:%d: a line is longer than %d bytes", fhir.ErrBadInput, name, line+1, max)
 		}
 		return err
 	}
@@ -207,25 +217,11 @@ func (e *exporter) feedServer(c *fhir.Checker, kind string, f bulk.File, name st
 		e.files.Add(1)
 	}
 	e.lastFile = name
-	ew := &errWatch{r: r}
-	sc := bufio.NewScanner(ew)
-	sc.Buffer(make([]byte, 0, 64<<10), fhir.DefaultMaxResourceBytes+1)
 	var buf bytes.Buffer
-	var line, n int64
-	for sc.Scan() {
-		if ew.err != nil {
-			return ew.err
-		}
-		line++
-		raw := bytes.TrimSpace(sc.Bytes())
-		if line == 1 {
-			raw = bytes.TrimPrefix(raw, []byte("\xef\xbb\xbf"))
-		}
-		if len(raw) == 0 {
-			continue
-		}
+	var n int64
+	return eachLine(r, name, fhir.DefaultMaxResourceBytes, func(line int64, raw []byte) error {
 		if n++; n <= skip {
-			continue
+			return nil
 		}
 		if err := e.ctx.Err(); err != nil {
 			return context.Cause(e.ctx)
@@ -246,7 +242,7 @@ func (e *exporter) feedServer(c *fhir.Checker, kind string, f bulk.File, name st
 				return err
 			}
 			srv.seen[f.URL] = n
-			continue
+			return nil
 		}
 		e.checkServerLine(kind, pos, buf.Bytes())
 		p, err := e.partFor(kind, typ, int64(buf.Len())+1)
@@ -258,17 +254,8 @@ func (e *exporter) feedServer(c *fhir.Checker, kind string, f bulk.File, name st
 			return err
 		}
 		srv.seen[f.URL] = n
-		if err := e.maybeRotate(kind, typ); err != nil {
-			return err
-		}
-	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return fmt.Errorf("%w: %s:%d: a line is longer than %d bytes", fhir.ErrBadInput, name, line+1, fhir.DefaultMaxResourceBytes)
-		}
-		return err
-	}
-	return nil
+		return e.maybeRotate(kind, typ)
+	})
 }
 
 // checkServerLine counts one stored line of a server file and reports
