@@ -90,11 +90,11 @@ install() {
 	cp "$SRC/server.mjs" "$APP/server.mjs"
 }
 
+# alive PID: running, and not a zombie waiting for its parent.
 alive() {
-	local stat
-	stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-	stat="${stat##*) }"
-	[[ "${stat:0:1}" != Z ]]
+	local st
+	st="$(ps -o stat= -p "$1" 2>/dev/null)" || return 1
+	[[ -n "$st" && "$st" != Z* ]]
 }
 
 # our_pid prints the server's pid if that process is alive and is node

@@ -4,38 +4,15 @@ package drill
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ehrport/ehrport/cmd/internal/fhirload"
+	"github.com/ehrport/ehrport/cmd/internal/fhirload/fhirtest"
 	"github.com/ehrport/ehrport/cmd/internal/report"
 	"github.com/ehrport/ehrport/fhir/synth"
 )
-
-// fhirTenant is the base URL of a fresh repository on the test FHIR server
-// (scripts/fhirserver.sh), dropped when the test ends.
-func fhirTenant(t *testing.T) string {
-	t.Helper()
-	root := os.Getenv("EHRPORT_FHIRSERVER_ROOT")
-	if root == "" {
-		t.Fatal("the test FHIR server is not up: run `make fhirserver-up` and source .cache/fhirserver/env (make test does both)")
-	}
-	var b [6]byte
-	rand.Read(b[:])
-	name := root + "/tenant/drill-" + hex.EncodeToString(b[:])
-	t.Cleanup(func() {
-		req, _ := http.NewRequest(http.MethodDelete, name, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-		}
-	})
-	return name + "/fhir"
-}
 
 // The whole exit from a FHIR server: $export from a Bulk Data server,
 // MinIO to versitygw over TLS, compared with what was downloaded, and
@@ -48,7 +25,7 @@ func TestIntegrationDrillFromServerIntoFHIR(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := newBulkServer(t, dir)
-	base := fhirTenant(t)
+	base := fhirtest.Tenant(t, "drill")
 	fc, err := fhirload.New(fhirload.Options{BaseURL: base})
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +55,7 @@ func TestIntegrationDrillFromServerIntoFHIR(t *testing.T) {
 	}
 
 	// A server that is not empty: one Patient too many.
-	base2 := fhirTenant(t)
+	base2 := fhirtest.Tenant(t, "drill")
 	fc2, _ := fhirload.New(fhirload.Options{BaseURL: base2})
 	load := fc2.Start(ctx)
 	load.Add("other.ndjson", strings.NewReader(`{"resourceType":"Patient","id":"someone-else"}`+"\n"))

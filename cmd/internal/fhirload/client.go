@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/ehrport/ehrport/fhir/bulk"
 )
 
 // Defaults of Options.
@@ -157,38 +159,11 @@ func (c *Client) url(rel string) string {
 	return c.base.String() + "/" + rel
 }
 
-// outcome is the part of an OperationOutcome shown in errors.
-type outcome struct {
-	ResourceType string `json:"resourceType"`
-	Issue        []struct {
-		Severity    string `json:"severity"`
-		Code        string `json:"code"`
-		Diagnostics string `json:"diagnostics"`
-		Details     struct {
-			Text string `json:"text"`
-		} `json:"details"`
-	} `json:"issue"`
-}
-
+// diagnostics is what an error body says: the OperationOutcome's issues,
+// or else the start of the body.
 func diagnostics(body []byte) string {
-	var oo outcome
-	if json.Unmarshal(body, &oo) == nil && oo.ResourceType == "OperationOutcome" {
-		var parts []string
-		for _, i := range oo.Issue {
-			msg := i.Diagnostics
-			if msg == "" {
-				msg = i.Details.Text
-			}
-			if msg != "" {
-				parts = append(parts, msg)
-			}
-			if len(parts) == 3 {
-				break
-			}
-		}
-		if len(parts) > 0 {
-			return strings.Join(parts, "; ")
-		}
+	if oo, ok := bulk.ParseOutcome(body); ok && oo.Diagnostics != "" {
+		return oo.Diagnostics
 	}
 	s := strings.Join(strings.Fields(string(body)), " ")
 	if len(s) > 200 {

@@ -6,40 +6,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
-	"os"
 	"reflect"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/ehrport/ehrport/cmd/internal/export"
+	"github.com/ehrport/ehrport/cmd/internal/fhirload/fhirtest"
 )
-
-// tenant returns the base URL of a fresh, empty repository on the test FHIR
-// server (scripts/fhirserver.sh), dropped when the test ends.
-func tenant(t testing.TB) string {
-	t.Helper()
-	root := os.Getenv("EHRPORT_FHIRSERVER_ROOT")
-	if root == "" {
-		t.Fatal("the test FHIR server is not up: run `make fhirserver-up` and source .cache/fhirserver/env (make test does both)")
-	}
-	var b [6]byte
-	rand.Read(b[:])
-	name := root + "/tenant/" + t.Name() + "-" + hex.EncodeToString(b[:])
-	t.Cleanup(func() {
-		req, _ := http.NewRequest(http.MethodDelete, name, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-		}
-	})
-	return name + "/fhir"
-}
 
 // A real FHIR engine (@medplum/fhir-router) takes the export: every id
 // kept, every resource readable back with the same content, the kept Bundle
@@ -47,7 +25,7 @@ func tenant(t testing.TB) string {
 func TestIntegrationRestoreIntoFHIRServer(t *testing.T) {
 	ctx := context.Background()
 	fx := exportFixture(t, 25)
-	c, err := New(Options{BaseURL: tenant(t)})
+	c, err := New(Options{BaseURL: fhirtest.Tenant(t, "fhirload")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +87,7 @@ func TestIntegrationRestoreIntoFHIRServer(t *testing.T) {
 	}
 
 	// Another tenant that already holds a Patient: the check names it.
-	c2, _ := New(Options{BaseURL: tenant(t)})
+	c2, _ := New(Options{BaseURL: fhirtest.Tenant(t, "fhirload")})
 	if _, err := c2.do(ctx, http.MethodPut, "Patient/other-1", []byte(`{"resourceType":"Patient","id":"other-1"}`), "put"); err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +101,7 @@ func TestIntegrationRestoreIntoFHIRServer(t *testing.T) {
 // carries its diagnostics and the lines concerned.
 func TestIntegrationFHIRServerRefusal(t *testing.T) {
 	ctx := context.Background()
-	c, err := New(Options{BaseURL: tenant(t)})
+	c, err := New(Options{BaseURL: fhirtest.Tenant(t, "fhirload")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +119,7 @@ func TestIntegrationFHIRServerRefusal(t *testing.T) {
 
 	// More PUTs in one transaction than Medplum allows (50): refused, which
 	// is why DefaultBatchSize is 50.
-	c, _ = New(Options{BaseURL: tenant(t), BatchSize: 51})
+	c, _ = New(Options{BaseURL: fhirtest.Tenant(t, "fhirload"), BatchSize: 51})
 	l = c.Start(ctx)
 	var b strings.Builder
 	for i := range 51 {
