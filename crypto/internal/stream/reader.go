@@ -79,48 +79,55 @@ func (r *Reader) open(j *job) {
 }
 
 // fill reads segments from src and starts opening them until InFlight are
-// held or src ended. Each segment is read with one byte more, which, when
-// it arrives, says that the segment is not the last and starts the next.
+// held or src ended.
 func (r *Reader) fill() {
-	seg := r.p.SegmentSize
 	for !r.srcDone && len(r.queue) < r.p.InFlight {
-		j := &job{idx: r.next}
-		r.queue = append(r.queue, j)
-		if r.next >= MaxSegments {
-			j.err = &SegmentError{Segment: j.idx, Err: ErrTooManySegments}
-			r.srcDone = true
-			return
-		}
-		j.buf = getBuf(seg)
-		pos := 0
-		if r.hasCarry {
-			j.buf[0] = r.carry
-			pos = 1
-		}
-		limit := seg + 1
-		if r.next == 0 {
-			limit -= HeaderLen
-		}
-		m, err := io.ReadFull(r.src, j.buf[pos:limit])
-		switch err {
-		case nil:
-			j.n = limit - 1
-			r.carry, r.hasCarry = j.buf[limit-1], true
-		case io.EOF, io.ErrUnexpectedEOF:
-			j.n = pos + m
-			j.last = true
-			r.srcDone = true
-		default:
-			putBuf(seg, j.buf)
-			j.buf, j.err = nil, err
-			r.srcDone = true
-			return
-		}
-		r.next++
-		if !r.pool.sync() {
-			r.pool.start(j, r.open)
-		}
+		r.queue = append(r.queue, r.readSeg())
 	}
+}
+
+// readSeg reads the next segment from src and, unless the Reader is
+// synchronous, starts opening it. Each segment is read with one byte more,
+// which, when it arrives, says that the segment is not the last and starts
+// the next. An error of src comes back as a job holding it.
+func (r *Reader) readSeg() *job {
+	seg := r.p.SegmentSize
+	j := &job{idx: r.next}
+	if r.next >= MaxSegments {
+		j.err = &SegmentError{Segment: j.idx, Err: ErrTooManySegments}
+		r.srcDone = true
+		return j
+	}
+	j.buf = getBuf(seg)
+	pos := 0
+	if r.hasCarry {
+		j.buf[0] = r.carry
+		pos = 1
+	}
+	limit := seg + 1
+	if r.next == 0 {
+		limit -= HeaderLen
+	}
+	m, err := io.ReadFull(r.src, j.buf[pos:limit])
+	switch err {
+	case nil:
+		j.n = limit - 1
+		r.carry, r.hasCarry = j.buf[limit-1], true
+	case io.EOF, io.ErrUnexpectedEOF:
+		j.n = pos + m
+		j.last = true
+		r.srcDone = true
+	default:
+		putBuf(seg, j.buf)
+		j.buf, j.err = nil, err
+		r.srcDone = true
+		return j
+	}
+	r.next++
+	if !r.pool.sync() {
+		r.pool.start(j, r.open)
+	}
+	return j
 }
 
 // advance releases the current segment and makes the next one current,
@@ -185,27 +192,64 @@ func (r *Reader) Read(p []byte) (int, error) {
 }
 
 // WriteTo writes the plaintext to w straight from the segment buffers,
-// each segment once it authenticated. It returns nil at the authenticated
-// end of the stream.
+// each segment once it authenticated, and returns nil at the authenticated
+// end of the stream. Unless the Reader is synchronous, a goroutine of its
+// own does the writing, so that reading, opening and writing overlap; it
+// ends before WriteTo returns.
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	var total int64
-	for {
-		if r.cur != nil && r.off < r.cur.n {
-			m, err := w.Write(r.cur.buf[r.off:r.cur.n])
-			r.off += m
+	if r.cur != nil && r.off < r.cur.n {
+		m, err := w.Write(r.cur.buf[r.off:r.cur.n])
+		r.off += m
+		total += int64(m)
+		if err == nil && r.off < r.cur.n {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+	if r.pool.sync() {
+		for {
+			if err := r.advance(nil); err != nil {
+				if err == io.EOF {
+					return total, nil
+				}
+				return total, err
+			}
+			m, err := w.Write(r.cur.buf[:r.cur.n])
+			r.off = m
 			total += int64(m)
-			if err == nil && r.off < r.cur.n {
+			if err == nil && m < r.cur.n {
 				err = io.ErrShortWrite
 			}
 			if err != nil {
 				return total, err
 			}
 		}
-		if err := r.advance(nil); err != nil {
-			if err == io.EOF {
-				return total, nil
-			}
-			return total, err
-		}
 	}
+	if r.cur != nil {
+		putBuf(r.p.SegmentSize, r.cur.buf)
+		r.cur = nil
+	}
+	if r.err != nil || r.eof {
+		if r.err != nil {
+			return total, r.err
+		}
+		return total, nil
+	}
+	out := newSink(w, r.p.SegmentSize, r.p.InFlight)
+	out.queue, r.queue = r.queue, nil
+	out.startAsync()
+	for !r.srcDone && out.error() == nil {
+		out.put(r.readSeg())
+	}
+	out.stopAsync()
+	total += out.written
+	if out.err != nil {
+		r.err = out.err
+		return total, r.err
+	}
+	r.eof = true
+	return total, nil
 }

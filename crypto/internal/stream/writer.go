@@ -8,16 +8,16 @@ import (
 )
 
 // Writer encrypts a stream. Segments are sealed in parallel and written to
-// the destination in order by the goroutine calling Write, ReadFrom or
-// Close, so an error of the destination may be returned by a later call.
+// the destination in order: by the goroutine calling Write or Close, so an
+// error of the destination may be returned by a later call, or, during
+// ReadFrom, by a goroutine of ReadFrom's own that ends before it returns.
 type Writer struct {
-	dst    io.Writer
 	aead   cipher.AEAD
 	prefix [NoncePrefixSize]byte
 	p      Params
 	pool   workers
-	cur    *job   // being filled
-	queue  []*job // sealing or sealed, in stream order
+	out    *sink
+	cur    *job // being filled
 	err    error
 	closed bool
 }
@@ -51,7 +51,7 @@ func NewWriter(dst io.Writer, mainKey, ad []byte, p Params) (*Writer, error) {
 	if _, err := dst.Write(hdr[:]); err != nil {
 		return nil, err
 	}
-	w := &Writer{dst: dst, aead: a, p: p, pool: newWorkers(p.Workers)}
+	w := &Writer{aead: a, p: p, pool: newWorkers(p.Workers), out: newSink(dst, p.SegmentSize, p.InFlight)}
 	copy(w.prefix[:], hdr[1+SaltSize:])
 	w.cur = &job{buf: getBuf(p.SegmentSize)}
 	return w, nil
@@ -68,8 +68,8 @@ func (w *Writer) seal(j *job) {
 	j.n = len(w.aead.Seal(j.buf[:0], j.nonce(&w.prefix), j.buf[:j.n], nil))
 }
 
-// submit hands the current segment to the workers and starts the next one
-// with a fresh buffer (or next, when given).
+// submit hands the current segment to the workers and, unless it is the
+// last, starts the next one in next (or a fresh buffer).
 func (w *Writer) submit(last bool, next []byte) {
 	j := w.cur
 	if !last && j.idx+1 >= MaxSegments {
@@ -80,10 +80,7 @@ func (w *Writer) submit(last bool, next []byte) {
 	if !j.ready {
 		w.pool.start(j, w.seal)
 	}
-	w.queue = append(w.queue, j)
-	for len(w.queue) >= w.p.InFlight {
-		w.drain()
-	}
+	w.out.put(j)
 	if last {
 		w.cur = nil
 		return
@@ -94,34 +91,21 @@ func (w *Writer) submit(last bool, next []byte) {
 	w.cur = &job{buf: next, idx: j.idx + 1}
 }
 
-// drain writes out the oldest segment once it is sealed.
-func (w *Writer) drain() {
-	j := w.queue[0]
-	w.queue[0] = nil
-	w.queue = w.queue[1:]
-	j.wait()
-	if w.err == nil {
-		_, w.err = w.dst.Write(j.buf[:j.n])
-	}
-	putBuf(w.p.SegmentSize, j.buf)
-}
-
-// full reports whether the current segment is full; a full segment is
-// sealed only once a byte of the next one has arrived.
-func (w *Writer) full() bool { return w.cur.n == w.limit() }
-
-func (w *Writer) canWrite() error {
+func (w *Writer) error() error {
 	if w.closed {
 		return errors.New("stream: write on closed writer")
 	}
-	return w.err
+	if w.err != nil {
+		return w.err
+	}
+	return w.out.error()
 }
 
 // Write encrypts p.
 func (w *Writer) Write(p []byte) (int, error) {
 	n := 0
 	for {
-		if err := w.canWrite(); err != nil {
+		if err := w.error(); err != nil {
 			return n, err
 		}
 		if lim := w.limit(); w.pool.sync() && w.cur.n == 0 && len(p)-n > lim {
@@ -144,14 +128,24 @@ func (w *Writer) Write(p []byte) (int, error) {
 }
 
 // ReadFrom encrypts what r yields until io.EOF, reading straight into the
-// segment buffers. It does not close the stream.
-func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
-	var total int64
+// segment buffers. While it runs, a goroutine of its own writes the sealed
+// segments, so reading, sealing and writing overlap; it returns after
+// the last of those writes. It does not close the stream.
+func (w *Writer) ReadFrom(r io.Reader) (total int64, err error) {
+	if !w.pool.sync() {
+		w.out.startAsync()
+		defer func() {
+			w.out.stopAsync()
+			if err == nil {
+				err = w.error()
+			}
+		}()
+	}
 	for {
-		if err := w.canWrite(); err != nil {
+		if err := w.error(); err != nil {
 			return total, err
 		}
-		if w.full() {
+		if w.cur.n == w.limit() {
 			// One byte of the next segment decides whether this one is last.
 			next := getBuf(w.p.SegmentSize)
 			m, err := io.ReadAtLeast(r, next[:plain(w.p.SegmentSize)], 1)
@@ -166,7 +160,7 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 				putBuf(w.p.SegmentSize, next)
 			}
 			if err == io.EOF {
-				return total, w.err
+				return total, nil
 			}
 			if err != nil {
 				return total, err
@@ -177,7 +171,7 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 		w.cur.n += m
 		total += int64(m)
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return total, w.err
+			return total, nil
 		}
 		if err != nil {
 			return total, err
@@ -192,12 +186,13 @@ func (w *Writer) Close() error {
 	if w.closed {
 		return nil
 	}
-	w.closed = true
-	if w.err == nil {
+	if w.error() == nil {
 		w.submit(true, nil)
 	}
-	for len(w.queue) > 0 {
-		w.drain()
+	w.out.drain()
+	w.closed = true
+	if w.err != nil {
+		return w.err
 	}
-	return w.err
+	return w.out.error()
 }
