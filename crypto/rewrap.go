@@ -78,11 +78,16 @@ func Rekey(dst io.Writer, src io.Reader, ids []Identity, want Binding, recipient
 	if dropped := DroppedEscrow(r.Header(), s.Header()); len(dropped) > 0 && !buildOptions(opts).dropEscrow {
 		return &EscrowDroppedError{Stanzas: dropped}
 	}
+	return sealFrom(s, dst, r)
+}
+
+// sealFrom encrypts all of src with s into dst.
+func sealFrom(s *Sealer, dst io.Writer, src io.Reader) error {
 	w, err := s.Writer(dst)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(w, r); err != nil {
+	if _, err := io.Copy(w, src); err != nil {
 		return err
 	}
 	return w.Close()
@@ -170,16 +175,7 @@ func EncryptFile(out string, src io.Reader, recipients []Recipient, b Binding, o
 	if err != nil {
 		return nil, err
 	}
-	err = WriteFileAtomic(out, func(f io.Writer) error {
-		w, err := s.Writer(f)
-		if err != nil {
-			return err
-		}
-		if _, err := io.Copy(w, src); err != nil {
-			return err
-		}
-		return w.Close()
-	})
+	err = WriteFileAtomic(out, func(f io.Writer) error { return sealFrom(s, f, src) })
 	return s.Header(), err
 }
 

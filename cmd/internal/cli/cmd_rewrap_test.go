@@ -12,15 +12,24 @@ import (
 	ehrcrypto "github.com/ehrport/ehrport/crypto"
 )
 
-func TestRewrapRekey(t *testing.T) {
+// twoKeyDirs makes the key directories k1 and k2 and a file "in" of size
+// bytes in a temporary folder.
+func twoKeyDirs(t *testing.T, size int) (tmp, k1, k2, in string) {
 	t.Setenv("EHRPORT_PASSPHRASE", "unit passphrase")
-	ctx := context.Background()
-	tmp := t.TempDir()
-	k1, k2 := filepath.Join(tmp, "k1"), filepath.Join(tmp, "k2")
+	tmp = t.TempDir()
+	k1, k2 = filepath.Join(tmp, "k1"), filepath.Join(tmp, "k2")
 	initTestKeys(t, k1)
 	initTestKeys(t, k2)
-	in := filepath.Join(tmp, "in")
-	os.WriteFile(in, bytes.Repeat([]byte("x"), 2<<20), 0o600)
+	in = filepath.Join(tmp, "in")
+	if err := os.WriteFile(in, bytes.Repeat([]byte("x"), size), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return tmp, k1, k2, in
+}
+
+func TestRewrapRekey(t *testing.T) {
+	ctx := context.Background()
+	tmp, k1, k2, in := twoKeyDirs(t, 2<<20)
 	b := ehrcrypto.Binding{Path: "p"}
 	g, out := testGlobals()
 	ct := filepath.Join(tmp, "ct")
@@ -75,15 +84,9 @@ func TestRewrapRekey(t *testing.T) {
 // TestRekeyEscrow: rekey refuses to drop an escrow recipient silently; it
 // keeps it when given again and drops it only with --drop-escrow, saying so.
 func TestRekeyEscrow(t *testing.T) {
-	t.Setenv("EHRPORT_PASSPHRASE", "unit passphrase")
 	ctx := context.Background()
-	tmp := t.TempDir()
-	k1, auditor := filepath.Join(tmp, "k1"), filepath.Join(tmp, "auditor")
-	initTestKeys(t, k1)
-	initTestKeys(t, auditor)
+	tmp, k1, auditor, in := twoKeyDirs(t, 3<<20)
 	escrowPub := filepath.Join(auditor, "hpke.pub.json")
-	in := filepath.Join(tmp, "in")
-	os.WriteFile(in, bytes.Repeat([]byte("y"), 3<<20), 0o600)
 	b := ehrcrypto.Binding{Path: "p"}
 	g, out := testGlobals()
 	ct := filepath.Join(tmp, "ct")
