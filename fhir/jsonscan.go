@@ -100,7 +100,7 @@ func (s *scanner) eofErr(what string) error {
 func (s *scanner) emit(b []byte) error {
 	if s.capOn {
 		if s.capLimit > 0 && len(s.capture)+len(b) > s.capLimit {
-			return s.errf("value larger than the %d-byte limit", s.capLimit)
+			return s.errf("value larger than %d bytes, the cap for one resource (ehrport export --max-resource-size)", s.capLimit)
 		}
 		s.capture = append(s.capture, b...)
 	}
@@ -116,7 +116,7 @@ func (s *scanner) emit(b []byte) error {
 func (s *scanner) emitByte(c byte) error {
 	if s.capOn {
 		if s.capLimit > 0 && len(s.capture)+1 > s.capLimit {
-			return s.errf("value larger than the %d-byte limit", s.capLimit)
+			return s.errf("value larger than %d bytes, the cap for one resource (ehrport export --max-resource-size)", s.capLimit)
 		}
 		s.capture = append(s.capture, c)
 	}

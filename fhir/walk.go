@@ -448,7 +448,7 @@ func (n *ndjsonSource) next() (*Item, error) {
 		n.item = Item{Pos: pos}
 		if tooLong {
 			n.item.Kind = KindInvalid
-			n.item.Err = fmt.Errorf("%s: %w: line longer than %d bytes; raise the line cap if it is a genuine resource", pos, ErrBadInput, n.opts.maxResource())
+			n.item.Err = fmt.Errorf("%s: %w: line longer than %d bytes, the cap for one resource; if it is genuine, raise the cap (ehrport export --max-resource-size)", pos, ErrBadInput, n.opts.maxResource())
 			return &n.item, nil
 		}
 		if isBlank(line) {

@@ -61,6 +61,7 @@ Layout and manifest: docs/export-format.md. Guide: docs/export.md.
 			&cli.BoolFlag{Name: "strict-references", Usage: "fail when references resolve to no resource in the export (default: count them as findings)"},
 			&cli.Int64Flag{Name: "split-resources", Value: export.DefaultSplitResources, Usage: "start a new part after `N` resources"},
 			&cli.StringFlag{Name: "split-bytes", Value: "256MiB", Usage: "start a new part after `SIZE` bytes of plaintext"},
+			&cli.StringFlag{Name: "max-resource-size", Value: "64MiB", Usage: "refuse a resource (NDJSON line, .json file, Bundle entry) over `SIZE`; peak memory is about twice this"},
 			&cli.IntFlag{Name: "concurrency", Value: export.DefaultConcurrency, Usage: "upload `N` parts at a time"},
 			&cli.StringFlag{Name: "export-id", Usage: "bind the objects to export `ID` (default: time and random)"},
 			&cli.StringSliceFlag{Name: "type", Usage: "server export: only resource `TYPE` (_type; repeatable)"},
@@ -110,10 +111,14 @@ Layout and manifest: docs/export-format.md. Guide: docs/export.md.
 			if c.Int64("split-resources") <= 0 || c.Int("concurrency") <= 0 {
 				return usagef("--split-resources and --concurrency must be positive")
 			}
+			maxRes, err := storage.ParseSize(c.String("max-resource-size"))
+			if err != nil || maxRes <= 0 || maxRes > 1<<31-1 {
+				return usagef("--max-resource-size %q: give a size from 1 byte to 2GiB, such as 256MiB", c.String("max-resource-size"))
+			}
 			return (&exportCmdOptions{globals: g, From: from, To: c.String("to"), Keys: c.String("keys"),
 				Recipients: c.StringSlice("recipient"), Escrow: c.StringSlice("escrow"), SignKeys: c.String("sign-keys"),
 				Unsigned: c.Bool("unsigned"), Policy: pol, SplitBundles: c.Bool("split-bundles"),
-				StrictRefs: c.Bool("strict-references"), SplitResources: c.Int64("split-resources"), SplitBytes: sb,
+				StrictRefs: c.Bool("strict-references"), SplitResources: c.Int64("split-resources"), SplitBytes: sb, MaxResource: int(maxRes),
 				Concurrency: c.Int("concurrency"), ExportID: c.String("export-id"),
 				Server: server, Types: c.StringSlice("type"), Since: c.String("since"), Group: c.String("group"),
 				StateFile: c.String("state"), Resume: c.Bool("resume"), Auth: bulkAuthFrom(c)}).Run(c.Context)
@@ -135,6 +140,7 @@ type exportCmdOptions struct {
 	StrictRefs     bool
 	SplitResources int64
 	SplitBytes     int64
+	MaxResource    int
 	Concurrency    int
 	ExportID       string
 
@@ -196,7 +202,7 @@ func (o *exportCmdOptions) Run(ctx context.Context) error {
 	eo := &export.Options{Paths: paths, Bulk: src, Store: st, Recipients: rs, Signer: signer, Unsigned: o.Unsigned,
 		Policy: o.Policy, SplitBundles: o.SplitBundles, StrictReferences: o.StrictRefs,
 		SplitResources: o.SplitResources, SplitBytes: o.SplitBytes, Concurrency: o.Concurrency, ExportID: o.ExportID,
-		Log: o.Log,
+		MaxResourceBytes: o.MaxResource, Log: o.Log,
 		Findings: func(f fhir.Finding) {
 			if f.Severity < fhir.Warning {
 				return

@@ -105,7 +105,7 @@ func (e *exporter) walkBulk(c *fhir.Checker) error {
 // feedNDJSON validates and handles every non-blank line of r.
 func (e *exporter) feedNDJSON(c *fhir.Checker, name string, r io.Reader) error {
 	var buf bytes.Buffer
-	return eachLine(r, name, fhir.DefaultMaxResourceBytes, func(line int64, raw []byte) error {
+	return eachLine(r, name, e.o.MaxResourceBytes, func(line int64, raw []byte) error {
 		it := fhir.Item{Kind: fhir.KindResource, Pos: fhir.Position{File: name, Line: line, Entry: -1}}
 		buf.Reset()
 		if err := json.Compact(&buf, raw); err != nil {
@@ -150,7 +150,7 @@ func eachLine(r io.Reader, name string, max int, fn func(line int64, raw []byte)
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return fmt.Errorf("%w: %s:%d: a line is longer than %d bytes", fhir.ErrBadInput, name, line+1, max)
+			return fmt.Errorf("%w: %s:%d: a line is longer than %d bytes, the cap for one resource; if it is genuine, raise the cap (ehrport export --max-resource-size)", fhir.ErrBadInput, name, line+1, max)
 		}
 		return err
 	}
@@ -219,7 +219,7 @@ func (e *exporter) feedServer(c *fhir.Checker, kind string, f bulk.File, name st
 	e.lastFile = name
 	var buf bytes.Buffer
 	var n int64
-	return eachLine(r, name, fhir.DefaultMaxResourceBytes, func(line int64, raw []byte) error {
+	return eachLine(r, name, e.o.MaxResourceBytes, func(line int64, raw []byte) error {
 		if n++; n <= skip {
 			return nil
 		}

@@ -43,6 +43,9 @@ type Options struct {
 
 	Policy       fhir.Policy
 	SplitBundles bool
+	// MaxResourceBytes caps one NDJSON line, resource file or Bundle entry
+	// (fhir.DefaultMaxResourceBytes when 0); memory grows with it.
+	MaxResourceBytes int
 	// StrictReferences fails the export (fhir.ErrBadInput) when references
 	// do not resolve inside it; otherwise they are counted findings.
 	StrictReferences bool
@@ -251,6 +254,9 @@ func (o *Options) defaults() error {
 	if o.SplitResources <= 0 {
 		o.SplitResources = DefaultSplitResources
 	}
+	if o.MaxResourceBytes <= 0 {
+		o.MaxResourceBytes = fhir.DefaultMaxResourceBytes
+	}
 	if o.SplitBytes <= 0 {
 		o.SplitBytes = DefaultSplitBytes
 	}
@@ -290,7 +296,7 @@ func (e *exporter) walk() (fhir.Stats, error) {
 		err = e.walkBulk(c)
 	} else {
 		var w *fhir.Walker
-		w, err = fhir.NewWalker(o.Paths, fhir.WalkOptions{SplitBundles: o.SplitBundles, Report: e.reportWalk})
+		w, err = fhir.NewWalker(o.Paths, fhir.WalkOptions{SplitBundles: o.SplitBundles, MaxResourceBytes: o.MaxResourceBytes, Report: e.reportWalk})
 		if err != nil {
 			return fhir.Stats{}, err
 		}

@@ -67,42 +67,61 @@ func ReadManifest(ctx context.Context, st storage.Store) (*Manifest, []byte, err
 		}
 		return nil, nil, err
 	}
+	m, err := ParseManifest(mb)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, mb, nil
+}
+
+// ParseManifest parses and checks the bytes of a manifest.json: format
+// version, export id, and every object entry (clean relative paths of the
+// layout, no duplicates), so that no manifest can make restore write
+// outside its folder. Errors wrap crypto.ErrCorrupt, crypto.ErrPolicy or
+// ErrIncomplete and name manifest.json.
+func ParseManifest(mb []byte) (*Manifest, error) {
 	var m Manifest
 	if err := json.Unmarshal(mb, &m); err != nil {
-		return nil, nil, fmt.Errorf("%w: %s: %v", ehrcrypto.ErrCorrupt, ManifestKey, err)
+		return nil, fmt.Errorf("%w: %s: %v", ehrcrypto.ErrCorrupt, ManifestKey, err)
 	}
 	x := &m.Extension.Ehrport
 	if x.FormatVersion != FormatVersion {
-		return nil, nil, fmt.Errorf("%w: %s has export format version %d; this ehrport reads version %d", ehrcrypto.ErrPolicy, ManifestKey, x.FormatVersion, FormatVersion)
+		return nil, fmt.Errorf("%w: %s has export format version %d; this ehrport reads version %d", ehrcrypto.ErrPolicy, ManifestKey, x.FormatVersion, FormatVersion)
 	}
 	if !exportIDRE.MatchString(x.ExportID) {
-		return nil, nil, fmt.Errorf("%w: %s: bad export id", ehrcrypto.ErrCorrupt, ManifestKey)
+		return nil, fmt.Errorf("%w: %s: bad export id", ehrcrypto.ErrCorrupt, ManifestKey)
 	}
 	seen := map[string]bool{}
 	for _, ob := range x.Objects {
 		if err := checkEntry(ob); err != nil {
-			return nil, nil, err
+			return nil, fmt.Errorf("%s: %w", ManifestKey, err)
 		}
 		if seen[ob.Key] {
-			return nil, nil, fmt.Errorf("%w: %s lists %q twice", ErrIncomplete, ManifestKey, ob.Key)
+			return nil, fmt.Errorf("%w: %s lists %q twice", ErrIncomplete, ManifestKey, ob.Key)
 		}
 		seen[ob.Key] = true
 	}
-	return &m, mb, nil
+	return &m, nil
 }
 
-// VerifySignature checks manifest.json.sig over mb.
+// VerifySignature checks manifest.json.sig over mb. Errors name the
+// signature file with its location. A missing signature beside a manifest
+// is tampering (ErrCorrupt), not a storage failure: someone removed it.
 func VerifySignature(ctx context.Context, st storage.Store, v *ehrcrypto.Verifier, mb []byte) error {
+	where := st.Location() + "/" + SignatureKey
 	sb, err := getAll(ctx, st, SignatureKey, 1<<20)
+	if errors.Is(err, storage.ErrNotExist) {
+		return fmt.Errorf("%w: %s is missing, so nothing proves who wrote the manifest", ehrcrypto.ErrCorrupt, where)
+	}
 	if err != nil {
 		return err
 	}
 	var sig Signature
 	if err := json.Unmarshal(sb, &sig); err != nil || sig.Purpose != SignaturePurpose {
-		return fmt.Errorf("%w: %s is not an ehrport manifest signature", ehrcrypto.ErrCorrupt, SignatureKey)
+		return fmt.Errorf("%w: %s is not an ehrport manifest signature", ehrcrypto.ErrCorrupt, where)
 	}
 	if err := v.Verify(SignaturePurpose, mb, sig.Signature); err != nil {
-		return fmt.Errorf("manifest signature: %w", err)
+		return fmt.Errorf("%s: the manifest signature does not verify: %w", where, err)
 	}
 	return nil
 }
@@ -266,6 +285,9 @@ feed:
 
 func (o *RestoreOptions) readSummary(ctx context.Context, exportID string, ob ObjectEntry) (*SummaryDoc, error) {
 	ct, err := getAll(ctx, o.Store, ob.Key, maxManifestBytes)
+	if errors.Is(err, storage.ErrNotExist) {
+		return nil, missingListed(o.Store, ob.Key)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -300,7 +322,7 @@ type lineResult struct {
 // plaintext hashed, counted and scanned into a temporary file that is renamed
 // into place only when everything matched.
 func (o *RestoreOptions) restoreObject(ctx context.Context, exportID string, ob ObjectEntry, so SummaryObject) (*lineResult, error) {
-	rc, err := o.Store.Get(ctx, ob.Key)
+	rc, err := getListed(ctx, o.Store, ob.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -372,6 +394,21 @@ func checkCiphertext(ob ObjectEntry, n int64, sum []byte) error {
 }
 
 func sha256Sum(b []byte) []byte { h := sha256.Sum256(b); return h[:] }
+
+// getListed opens an object the manifest lists. Its absence means the export
+// is incomplete (ErrIncomplete, exit 1), not that the store failed.
+func getListed(ctx context.Context, st storage.Store, key string) (io.ReadCloser, error) {
+	rc, err := st.Get(ctx, key)
+	if errors.Is(err, storage.ErrNotExist) {
+		return nil, missingListed(st, key)
+	}
+	return rc, err
+}
+
+func missingListed(st storage.Store, key string) error {
+	return fmt.Errorf("%w: %s lists %s but %s has no such object; run ehrport verify --at %s to see everything missing",
+		ErrIncomplete, ManifestKey, key, st.Location(), st.Location())
+}
 
 func getAll(ctx context.Context, st storage.Store, key string, limit int64) ([]byte, error) {
 	rc, err := st.Get(ctx, key)

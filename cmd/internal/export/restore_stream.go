@@ -43,7 +43,7 @@ func (o *RestoreOptions) streamObject(ctx context.Context, exportID string, ob O
 	}
 	os.Remove(spool.Name()) // gone when closed, whatever happens
 	defer spool.Close()
-	rc, err := o.Store.Get(ctx, ob.Key)
+	rc, err := getListed(ctx, o.Store, ob.Key)
 	if err != nil {
 		return nil, err
 	}
