@@ -258,7 +258,7 @@ if [[ $PROFILE == 1 ]]; then
 		name[++nc] = "duplicates and references: `fhir.(*Checker).commit`"; re[nc] = "fhir\\.\\(\\*Checker\\)\\.commit$"
 		name[++nc] = "reading and compacting NDJSON: `fhir.(*Walker).Next`"; re[nc] = "fhir\\.\\(\\*Walker\\)\\.Next$"
 		name[++nc] = "SHA-256 (plaintext and ciphertext digests): `crypto/sha256`"; re[nc] = "sha256\\.\\(\\*Digest\\)\\.Write$|sha256\\.block"
-		name[++nc] = "AES-GCM encryption: `noncebased.(*Writer).Write`"; re[nc] = "noncebased\\.\\(\\*Writer\\)\\.Write$"
+		name[++nc] = "AES-GCM encryption: `crypto/internal/fips140/aes/gcm`"; re[nc] = "fips140/aes/gcm\\."
 		name[++nc] = "line scanner of the parts: `export.(*lineScanner).Write`"; re[nc] = "export\\.\\(\\*lineScanner\\)\\.Write$"
 		name[++nc] = "memory allocation: `runtime.mallocgc`"; re[nc] = "^runtime\\.mallocgc$"
 		name[++nc] = "garbage collection in the background: `runtime.gcBgMarkWorker`"; re[nc] = "^runtime\\.gcBgMarkWorker$"
@@ -365,7 +365,8 @@ peer_cpu=$(col "${TARGETS%% *}" peer 6 | bench_stat3 | cut -d' ' -f1)
 		# The largest group below the whole of validation names the bottleneck.
 		top=$(awk -F'\t' '/^CAT/ && !/Validator/ {sub(/^CAT /, "", $1); print $1 "\t" $2}' "$W/prof.txt" | sort -gr | awk 'NR == 1')
 		echo
-		echo "Largest single group: ${top#*$'\t'} at ${top%%$'\t'*}% of the export's CPU."
+		top_name=${top#*$'\t'}
+		echo "Largest single group: ${top_name#- } at ${top%%$'\t'*}% of the export's CPU."
 	fi
 	echo
 	echo "<details><summary>Raw results: target, tool, round, ms, peak RSS KB, CPU s, passed, MinIO CPU s</summary>"
