@@ -26,47 +26,21 @@ import (
 	"github.com/ehrport/ehrport/fhir/synth"
 )
 
-// bulkServer serves one finished $export job whose files are the NDJSON
-// files of dir, and counts kick-offs and deletes.
-type bulkServer struct {
-	*httptest.Server
-	kickoffs, deletes atomic.Int64
-}
-
-func newBulkServer(t *testing.T, dir string, types []string) *bulkServer {
-	bs := &bulkServer{}
-	bs.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case strings.HasSuffix(r.URL.Path, "/$export"):
-			bs.kickoffs.Add(1)
-			w.Header().Set("Content-Location", bs.URL+"/status/1")
-			w.WriteHeader(http.StatusAccepted)
-		case r.URL.Path == "/status/1" && r.Method == http.MethodDelete:
-			bs.deletes.Add(1)
-			w.WriteHeader(http.StatusAccepted)
-		case r.URL.Path == "/status/1":
-			var out []string
-			for _, typ := range types {
-				out = append(out, fmt.Sprintf(`{"type":%q,"url":"%s/files/%s.ndjson"}`, typ, bs.URL, typ))
-			}
-			fmt.Fprintf(w, `{"transactionTime":"2026-11-22T05:39:01Z","requiresAccessToken":false,"output":[%s],"error":[]}`, strings.Join(out, ","))
-		case strings.HasPrefix(r.URL.Path, "/files/"):
-			http.ServeFile(w, r, filepath.Join(dir, filepath.Base(r.URL.Path)))
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	t.Cleanup(bs.Close)
-	return bs
-}
-
 func TestBulkSourceAndResume(t *testing.T) {
 	src := t.TempDir()
 	counts, err := synth.WriteNDJSON(src, synth.Options{Patients: 3, Seed: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	bs := newBulkServer(t, src, synth.Types)
+	var files []jobFile
+	for _, typ := range synth.Types {
+		b, err := os.ReadFile(filepath.Join(src, typ+".ndjson"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, jobFile{"output", typ, typ + ".ndjson", b})
+	}
+	bs := newJobServer(t, false, files, "")
 	client, err := bulk.New(bulk.Options{BaseURL: bs.URL + "/fhir"})
 	if err != nil {
 		t.Fatal(err)
@@ -136,21 +110,29 @@ type jobFile struct {
 	body            []byte
 }
 
-// newJobServer serves one finished $export job listing files (STU3
-// `error[]`, or STU4 `outcome[]` and manifestType); the first download of
-// breakFirst stops halfway and drops the connection.
-func newJobServer(t *testing.T, stu4 bool, files []jobFile, breakFirst string) *httptest.Server {
+// jobServer serves one finished $export job listing files (STU3
+// `error[]`, or STU4 `outcome[]` and manifestType), and counts kick-offs
+// and deletes; the first download of breakFirst stops halfway and drops
+// the connection.
+type jobServer struct {
+	*httptest.Server
+	kickoffs, deletes atomic.Int64
+}
+
+func newJobServer(t *testing.T, stu4 bool, files []jobFile, breakFirst string) *jobServer {
 	var mu sync.Mutex
 	broken := false
-	var srv *httptest.Server
-	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	js := &jobServer{}
+	js.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
 		switch {
 		case strings.HasSuffix(r.URL.Path, "/$export"):
-			w.Header().Set("Content-Location", srv.URL+"/status/1")
+			js.kickoffs.Add(1)
+			w.Header().Set("Content-Location", js.URL+"/status/1")
 			w.WriteHeader(http.StatusAccepted)
 		case r.URL.Path == "/status/1" && r.Method == http.MethodDelete:
+			js.deletes.Add(1)
 			w.WriteHeader(http.StatusAccepted)
 		case r.URL.Path == "/status/1":
 			m := map[string]any{"transactionTime": "2026-11-22T05:39:01Z", "requiresAccessToken": false}
@@ -163,7 +145,7 @@ func newJobServer(t *testing.T, stu4 bool, files []jobFile, breakFirst string) *
 				if key == "error" && stu4 {
 					key = "outcome"
 				}
-				lists[key] = append(lists[key], map[string]any{"type": f.typ, "url": srv.URL + "/files/" + f.name})
+				lists[key] = append(lists[key], map[string]any{"type": f.typ, "url": js.URL + "/files/" + f.name})
 			}
 			for k, v := range lists {
 				m[k] = v
@@ -194,8 +176,8 @@ func newJobServer(t *testing.T, stu4 bool, files []jobFile, breakFirst string) *
 			http.NotFound(w, r)
 		}
 	}))
-	t.Cleanup(srv.Close)
-	return srv
+	t.Cleanup(js.Close)
+	return js
 }
 
 func readFixture(t *testing.T, name string) []byte {
