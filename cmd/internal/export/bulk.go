@@ -75,7 +75,10 @@ func (e *exporter) walkBulk(c *fhir.Checker) error {
 		name, ok := names[f.URL]
 		if !ok {
 			nth[f.Kind]++
-			name = fmt.Sprintf("bulk %s %d (%s)", f.Kind, nth[f.Kind], f.Type)
+			name = fmt.Sprintf("bulk %s %d", f.Kind, nth[f.Kind])
+			if typeRE.MatchString(f.Type) { // server text: only a type name is printed
+				name += " (" + f.Type + ")"
+			}
 			names[f.URL] = name
 		}
 		switch f.Kind {
