@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -26,7 +27,7 @@ const DefaultConfigFile = "ehrport.toml"
 const EnvPrefix = "EHRPORT_STORE_"
 
 // envFields are the per-store environment variables, in documentation order.
-var envFields = []string{"TYPE", "ENDPOINT", "ACCESS_KEY", "SECRET_KEY", "SESSION_TOKEN", "REGION", "CA_CERT", "ALLOW_HTTP", "PATH_STYLE", "PART_SIZE", "PATH"}
+var envFields = []string{"TYPE", "ENDPOINT", "ACCESS_KEY", "SECRET_KEY", "SESSION_TOKEN", "REGION", "CA_CERT", "ALLOW_HTTP", "PATH_STYLE", "PART_SIZE", "IDLE_TIMEOUT", "PATH"}
 
 // Secret holds a credential. It prints as [redacted] in every format and
 // marshals as such, so a log line, an error or a --json report can never
@@ -75,6 +76,11 @@ type StoreConfig struct {
 	PathStyle string `toml:"path_style" json:"path_style,omitempty"`
 	// PartSize is the multipart part size in bytes (default 16 MiB).
 	PartSize int64 `toml:"part_size" json:"part_size,omitempty"`
+	// IdleTimeout fails a connection on which nothing moved either way for
+	// this long (default DefaultIdleTimeout), so a server or network that
+	// stalls part-way through a transfer is retried instead of waited on
+	// for ever.
+	IdleTimeout Duration `toml:"idle_timeout" json:"idle_timeout,omitempty"`
 	// Path is the folder of a local store.
 	Path string `toml:"path" json:"path,omitempty"`
 
@@ -236,11 +242,36 @@ func (sc *StoreConfig) setField(field, v, envName string) error {
 			return fmt.Errorf("%w: %s: %v", ErrBadConfig, envName, err)
 		}
 		sc.PartSize = n
+	case "IDLE_TIMEOUT":
+		if err := sc.IdleTimeout.UnmarshalText([]byte(v)); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrBadConfig, envName, err)
+		}
 	case "PATH":
 		sc.Path = v
 	}
 	return nil
 }
+
+// DefaultIdleTimeout is as long as the wait for a response's headers: a
+// silence longer than that is a stall, not a slow server.
+const DefaultIdleTimeout = 5 * time.Minute
+
+// Duration is a time.Duration written as text ("90s", "5m") in the config
+// file and the environment.
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil || v <= 0 {
+		return fmt.Errorf("duration %q: write a positive duration such as 90s or 5m", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
 
 // S3 multipart limits that every vendor shares.
 const (
@@ -300,6 +331,9 @@ func (sc *StoreConfig) normalise() error {
 	}
 	if sc.PartSize < MinPartSize || sc.PartSize > MaxPartSize {
 		return fmt.Errorf("%w: store %q (%s): part size %d is outside S3's limits (5 MiB to 5 GiB)", ErrBadConfig, sc.Name, where, sc.PartSize)
+	}
+	if sc.IdleTimeout == 0 {
+		sc.IdleTimeout = Duration(DefaultIdleTimeout)
 	}
 	if sc.CACert != "" {
 		if _, err := os.Stat(sc.CACert); err != nil {

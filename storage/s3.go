@@ -75,15 +75,19 @@ func NewS3Store(sc *StoreConfig, bucket, prefix string) (*S3Store, error) {
 		tlsCfg.RootCAs = pool
 	}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	idle := time.Duration(sc.IdleTimeout)
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
 	transport := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
+		DialContext:           idleDialer(dialer, idle),
 		TLSClientConfig:       tlsCfg,
 		TLSHandshakeTimeout:   10 * time.Second,
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   128,
 		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: 5 * time.Minute,
+		ResponseHeaderTimeout: idle, // the silence after a request went out in full (see idleConn)
 		ExpectContinueTimeout: time.Second,
 		// Objects are ciphertext: compression would cost CPU for nothing,
 		// and transparent decompression would hide the stored bytes.
@@ -148,6 +152,13 @@ func (s *S3Store) fail(op, key string, err error) error {
 // classifyS3 marks minio-go and network errors with this package's
 // sentinels, keeping the server's message for the user.
 func classifyS3(err error) error {
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && !callerDeadline(err) {
+		// net/http's response-header timeout claims to be a context
+		// deadline; it is the server's silence, not the caller's limit:
+		// unavailable (retried), with the chain cut so that no caller
+		// mistakes it for its own deadline.
+		return withKind(ErrUnavailable, errors.New(err.Error()))
+	}
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
@@ -184,6 +195,18 @@ func classifyS3(err error) error {
 		return withKind(ErrUnavailable, err)
 	}
 	return err
+}
+
+// callerDeadline reports whether err carries context.DeadlineExceeded
+// itself, as a context that ran out does, rather than an error that only
+// matches it.
+func callerDeadline(err error) bool {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if e == context.DeadlineExceeded {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *S3Store) key(key string) (string, error) {
@@ -460,4 +483,41 @@ func (s *S3Store) CreateBucket(ctx context.Context) error {
 		return s.fail("create bucket", "", err)
 	}
 	return nil
+}
+
+// idleDialer dials with d and wraps each connection in an idleConn: HTTP
+// bodies have no timeout of their own, so without it a server or network
+// that stalls part-way through a transfer would hold ehrport for ever.
+func idleDialer(d *net.Dialer, idle time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &idleConn{Conn: c, idle: idle}, nil
+	}
+}
+
+// idleConn fails a read or a write that makes no progress for idle. A
+// write clears the read deadline: while a request goes out, the server owes
+// nothing, and the client may be pacing the body (waiting on a slow
+// source), so only a blocked write counts. The wait for the response
+// headers is bounded by the transport's ResponseHeaderTimeout (the same
+// idle), and every read of a body sets the deadline again. The timeout is
+// a net.Error, which the store reports as ErrUnavailable: retried like a
+// reset.
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	return c.Conn.Read(p)
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	c.Conn.SetReadDeadline(time.Time{})
+	c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
+	return c.Conn.Write(p)
 }
