@@ -821,11 +821,24 @@ func (e *exporter) discard(ctx context.Context) {
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
+	// The manifest first: its Put may have failed after the store
+	// committed it (an answer lost on the way back), and it must never
+	// stand over deleted objects. Run found none there at the start, so
+	// any is this run's. If it cannot be removed, the objects stay.
+	for _, key := range []string{ManifestKey, SignatureKey} {
+		if e.o.Store.Delete(cctx, key) != nil {
+			return
+		}
+	}
 	e.mu.Lock()
 	objs := slices.Clone(e.objects)
 	e.mu.Unlock()
 	for _, ob := range objs {
-		_ = e.o.Store.Delete(cctx, ob.Key)
+		// A store that is down takes no deletes: stop, rather than wait
+		// out the retries of every one; a rerun replaces what is left.
+		if errors.Is(e.o.Store.Delete(cctx, ob.Key), storage.ErrUnavailable) {
+			return
+		}
 	}
 }
 

@@ -1,0 +1,104 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"testing"
+
+	"github.com/ehrport/ehrport/fhir/synth"
+	"github.com/ehrport/ehrport/storage"
+)
+
+// lostAnswerStore commits the manifest, then reports the Put as failed:
+// the server's answer was lost on the way back (a reset after the commit).
+type lostAnswerStore struct{ storage.Store }
+
+func (s *lostAnswerStore) Put(ctx context.Context, key string, r io.Reader, size int64, o storage.PutOptions) error {
+	if err := s.Store.Put(ctx, key, r, size, o); err != nil {
+		return err
+	}
+	if key == ManifestKey {
+		return &storage.Error{Op: "put", Location: s.Location(), Key: key, Err: fmt.Errorf("%w: connection reset by peer", storage.ErrUnavailable)}
+	}
+	return nil
+}
+
+// A manifest whose Put failed may stand anyway. The failed export must not
+// then delete the objects it lists: a manifest over missing objects is an
+// export that looks complete and is not. It removes the manifest first.
+func TestFailedManifestPutNeverStandsAlone(t *testing.T) {
+	src := t.TempDir()
+	if _, err := synth.WriteNDJSON(src, synth.Options{Patients: 3, Seed: 4}); err != nil {
+		t.Fatal(err)
+	}
+	k := newTestKeys(t)
+	st := localStore(t)
+	if _, err := k.exportOpts(&lostAnswerStore{st}, src).Run(context.Background()); !errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("err = %v, want the manifest's failed Put", err)
+	}
+	if _, err := st.Stat(context.Background(), ManifestKey); err == nil {
+		m, _, err := ReadManifest(context.Background(), st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range m.Extension.Ehrport.Objects {
+			if _, err := st.Stat(context.Background(), e.Key); err != nil {
+				t.Fatalf("the manifest stands but %s, which it lists, was deleted: %v", e.Key, err)
+			}
+		}
+		t.Fatal("the manifest of a failed export stands")
+	}
+	// The location is not blocked: the same export runs again.
+	if _, err := k.exportOpts(st, src).Run(context.Background()); err != nil {
+		t.Fatalf("rerun: %v", err)
+	}
+}
+
+// downStore takes n Puts, then is down: Puts and Deletes fail as
+// unavailable.
+type downStore struct {
+	storage.Store
+	n       int64
+	puts    atomic.Int64
+	deletes atomic.Int64
+}
+
+func (s *downStore) down(op, key string) error {
+	return &storage.Error{Op: op, Location: s.Location(), Key: key, Err: fmt.Errorf("%w: connection refused", storage.ErrUnavailable)}
+}
+
+func (s *downStore) Put(ctx context.Context, key string, r io.Reader, size int64, o storage.PutOptions) error {
+	if s.puts.Add(1) > s.n {
+		return s.down("put", key)
+	}
+	return s.Store.Put(ctx, key, r, size, o)
+}
+
+func (s *downStore) Delete(ctx context.Context, key string) error {
+	s.deletes.Add(1)
+	return s.down("delete", key)
+}
+
+// When the store goes down, cleaning up after the failed export stops at
+// the first delete that finds it down, instead of waiting out the retries
+// of one delete per object: the error comes at once, and a rerun replaces
+// what was left.
+func TestCleanupStopsWhenStoreIsDown(t *testing.T) {
+	src := t.TempDir()
+	if _, err := synth.WriteNDJSON(src, synth.Options{Patients: 4, Seed: 9}); err != nil {
+		t.Fatal(err)
+	}
+	k := newTestKeys(t)
+	ds := &downStore{Store: localStore(t), n: 8}
+	o := k.exportOpts(ds, src)
+	o.SplitResources, o.Concurrency = 3, 1
+	if _, err := o.Run(context.Background()); !errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("err = %v", err)
+	}
+	if n := ds.deletes.Load(); n != 1 {
+		t.Fatalf("%d deletes tried against a store that is down; want 1", n)
+	}
+}
