@@ -305,6 +305,20 @@ func TestBulkServerFiles(t *testing.T) {
 			if _, err := (&RestoreOptions{Store: st, To: dir, Identities: []ehrcrypto.Identity{k.id}, Verifier: k.verif}).Run(context.Background()); err != nil {
 				t.Fatalf("rerun: %v", err)
 			}
+			// Rewrapped for new keys, the server files stay listed and restore.
+			k2 := newTestKeys(t)
+			ro := &RewrapOptions{Store: st, Identities: []ehrcrypto.Identity{k.id}, Verifier: k.verif, Signer: k2.signer,
+				Change: ehrcrypto.RewrapChange{Keep: func(*ehrcrypto.Stanza) bool { return false }, Add: []ehrcrypto.Recipient{k2.rec}}}
+			if _, err := ro.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			m2, _, err := ReadManifest(context.Background(), st)
+			if err != nil || !reflect.DeepEqual(m2.Error, m.Error) || !reflect.DeepEqual(m2.Deleted, m.Deleted) {
+				t.Fatalf("after rewrap: error %v, deleted %v (%v)", m2.Error, m2.Deleted, err)
+			}
+			if _, _, err := k2.restore(t, st); err != nil {
+				t.Fatalf("restore after rewrap: %v", err)
+			}
 		})
 	}
 }
