@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	ehrcrypto "github.com/ehrport/ehrport/crypto"
+	"github.com/ehrport/ehrport/storage"
 )
 
 // FuzzParseManifest feeds arbitrary bytes to the export manifest parser
@@ -20,15 +21,7 @@ import (
 // each, and survives a marshal round trip unchanged. Seeds in
 // testdata/fuzz/FuzzParseManifest.
 func FuzzParseManifest(f *testing.F) {
-	k := newTestKeys(f)
-	st := localStore(f)
-	in := filepath.Join(f.TempDir(), "in.ndjson")
-	if err := os.WriteFile(in, []byte(`{"resourceType":"Patient","id":"p1"}`+"\n"), 0o600); err != nil {
-		f.Fatal(err)
-	}
-	if _, err := k.exportOpts(st, in).Run(context.Background()); err != nil {
-		f.Fatal(err)
-	}
+	_, st := fuzzExport(f)
 	mb, err := os.ReadFile(filepath.Join(st.Root(), ManifestKey))
 	if err != nil {
 		f.Fatal(err)
@@ -71,6 +64,21 @@ func FuzzParseManifest(f *testing.F) {
 	})
 }
 
+// fuzzExport writes a genuine signed export of one resource, whose
+// manifest and signature seed the fuzzers.
+func fuzzExport(f *testing.F) (*testKeys, *storage.LocalStore) {
+	k := newTestKeys(f)
+	st := localStore(f)
+	in := filepath.Join(f.TempDir(), "in.ndjson")
+	if err := os.WriteFile(in, []byte(`{"resourceType":"Patient","id":"p1"}`+"\n"), 0o600); err != nil {
+		f.Fatal(err)
+	}
+	if _, err := k.exportOpts(st, in).Run(context.Background()); err != nil {
+		f.Fatal(err)
+	}
+	return k, st
+}
+
 // normalised makes nil and empty slices compare equal (JSON cannot tell
 // them apart after a round trip through omitempty-free fields).
 func normalised(m *Manifest) Manifest {
@@ -96,15 +104,7 @@ func normalised(m *Manifest) Manifest {
 // ErrNoMatchingKey naming the signature file, and only the genuine
 // signature verifies. Seeds in testdata/fuzz/FuzzManifestSignature.
 func FuzzManifestSignature(f *testing.F) {
-	k := newTestKeys(f)
-	st := localStore(f)
-	in := filepath.Join(f.TempDir(), "in.ndjson")
-	if err := os.WriteFile(in, []byte(`{"resourceType":"Patient","id":"p1"}`+"\n"), 0o600); err != nil {
-		f.Fatal(err)
-	}
-	if _, err := k.exportOpts(st, in).Run(context.Background()); err != nil {
-		f.Fatal(err)
-	}
+	k, st := fuzzExport(f)
 	mb, _ := os.ReadFile(filepath.Join(st.Root(), ManifestKey))
 	good, _ := os.ReadFile(filepath.Join(st.Root(), SignatureKey))
 	f.Add(good)
