@@ -130,7 +130,20 @@ type CopyOptions struct {
 	// Retry is the policy for failures that wrap ErrUnavailable; the zero
 	// value means DefaultRetryPolicy.
 	Retry RetryPolicy
+	// SinglePutMax: objects up to this size go to dst in one request
+	// (PutOptions.OneRequest), so the destination verifies the whole
+	// object's SHA-256 and the client hashes every byte once; larger ones
+	// go in dst's parts, each hashed for its own checksum. 0 means
+	// DefaultSinglePutMax; negative means parts for everything larger than
+	// dst's part size.
+	SinglePutMax int64
 }
+
+// DefaultSinglePutMax is the largest object copied with one PUT by
+// default: S3's limit. On the 2-core test bed one PUT costs the client one
+// SHA-256 pass per byte instead of two and no part buffers; see
+// docs/copy.md for the measurements and for when parts are better.
+const DefaultSinglePutMax = MaxSinglePut
 
 // DefaultCopyParallel is the range reads in flight per large object. On the
 // 2-core test bed 4 ranges (plus the destination's 4 parts) cost a third of
@@ -146,6 +159,9 @@ func (o CopyOptions) withDefaults(key string) CopyOptions {
 	}
 	if o.PartSize <= 0 {
 		o.PartSize = DefaultPartSize
+	}
+	if o.SinglePutMax == 0 {
+		o.SinglePutMax = DefaultSinglePutMax
 	}
 	return o
 }
@@ -352,7 +368,7 @@ func copyOnce(ctx context.Context, src, dst Store, key string, o CopyOptions) er
 			return err
 		}
 	}
-	err := dst.Put(ctx, o.DstKey, v, o.Size, PutOptions{SHA256: o.SHA256, Verified: true})
+	err := dst.Put(ctx, o.DstKey, v, o.Size, PutOptions{SHA256: o.SHA256, Verified: true, OneRequest: o.Size <= o.SinglePutMax})
 	if verr := v.verdict(); verr != nil {
 		if err == nil {
 			// A store that commits without reading the whole body breaks

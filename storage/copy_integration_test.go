@@ -149,12 +149,11 @@ func verifies(t testing.TB, st storage.Store) bool {
 // (server-checksum proof on both test-bed clouds), then from b back to a
 // fresh prefix on a proven by read-back, and checks all three sides
 // independently. A rerun with SkipExisting then copies nothing.
-func roundTrip(t *testing.T, a, b, back storage.Store, entries []manifestEntry, workers, parallel int) {
+func roundTrip(t *testing.T, a, b, back storage.Store, entries []manifestEntry, workers int, base storage.CopyOptions) {
 	trustB := verifies(t, b)
 	if !trustB {
 		t.Fatalf("%s does not verify checksums; the test bed's servers do", b.Location())
 	}
-	base := storage.CopyOptions{Parallel: parallel}
 
 	o := base
 	o.TrustServerChecksum = trustB
@@ -199,7 +198,7 @@ func TestIntegrationCopySmall(t *testing.T) {
 			b := cloudStore(t, cfg, dir[1], run+"dst")
 			back := cloudStore(t, cfg, dir[0], run+"back")
 			entries := seed(t, a, sizes, "Patient/")
-			roundTrip(t, a, b, back, entries, 16, 1)
+			roundTrip(t, a, b, back, entries, 16, storage.CopyOptions{Parallel: 1})
 		})
 	}
 }
@@ -207,14 +206,47 @@ func TestIntegrationCopySmall(t *testing.T) {
 func TestIntegrationCopyLarge(t *testing.T) {
 	cfg := testbedConfig(t)
 	run := "copy-large-" + randomHex(4) + "/"
+	// One PUT per object (the default), and parts (SinglePutMax -1).
+	for _, single := range []int64{0, -1} {
+		for _, dir := range [][2]string{{"clouda", "cloudb"}, {"cloudb", "clouda"}} {
+			t.Run(fmt.Sprintf("%s-%s/single-put-max%d", dir[0], dir[1], single), func(t *testing.T) {
+				sub := fmt.Sprintf("%s%d/", run, -single)
+				a := cloudStore(t, cfg, dir[0], sub+"src")
+				b := cloudStore(t, cfg, dir[1], sub+"dst")
+				back := cloudStore(t, cfg, dir[0], sub+"back")
+				entries := seed(t, a, []int64{64 << 20, 64<<20 + 12345}, "Observation/")
+				roundTrip(t, a, b, back, entries, 2, storage.CopyOptions{Parallel: 4, SinglePutMax: single})
+			})
+		}
+	}
+}
+
+// A copy larger than the destination's part size goes in one PUT by
+// default, so the server verified, and reports, the whole object's
+// SHA-256: a Stat proof then compares it, and a wrong one fails. In parts
+// the server reports only a checksum of part checksums.
+func TestIntegrationCopyOneRequestWholeSHA(t *testing.T) {
+	cfg := testbedConfig(t)
+	run := "copy-onereq-" + randomHex(4) + "/"
 	for _, dir := range [][2]string{{"clouda", "cloudb"}, {"cloudb", "clouda"}} {
-		t.Run(dir[0]+"-"+dir[1], func(t *testing.T) {
-			a := cloudStore(t, cfg, dir[0], run+"src")
-			b := cloudStore(t, cfg, dir[1], run+"dst")
-			back := cloudStore(t, cfg, dir[0], run+"back")
-			entries := seed(t, a, []int64{64 << 20, 64<<20 + 12345}, "Observation/")
-			roundTrip(t, a, b, back, entries, 2, 4)
-		})
+		a := cloudStore(t, cfg, dir[0], run+"src")
+		b := cloudStore(t, cfg, dir[1], run+"dst")
+		n := int64(storage.DefaultPartSize + 12345)
+		e := seed(t, a, []int64{n}, "w/")[0]
+		other := bytes.Clone(e.sum)
+		other[0] ^= 1
+		for _, single := range []int64{0, -1} {
+			if _, err := storage.Copy(context.Background(), a, b, e.key, storage.CopyOptions{Size: n, SHA256: e.sum, TrustServerChecksum: true, SinglePutMax: single}); err != nil {
+				t.Fatalf("%s → %s, single-put max %d: %v", dir[0], dir[1], single, err)
+			}
+			_, err := storage.Prove(context.Background(), b, e.key, n, other, true)
+			if wholeReported := err != nil; wholeReported != (single == 0) {
+				t.Errorf("%s, single-put max %d: Stat proof against a wrong SHA-256 gave %v", dir[1], single, err)
+			}
+			if _, err := storage.Prove(context.Background(), b, e.key, n, e.sum, true); err != nil {
+				t.Errorf("%s, single-put max %d: Stat proof of the right SHA-256: %v", dir[1], single, err)
+			}
+		}
 	}
 }
 

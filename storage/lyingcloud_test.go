@@ -97,9 +97,10 @@ func TestLyingCloudCheck(t *testing.T) {
 	}
 }
 
-// (b) A multipart-sized copy to the lying cloud, proven by read-back as its
-// probe demands, fails with ErrIntegrity naming the key, and the corrupt
-// object is deleted: never a success.
+// (b) A copy sent in parts to the lying cloud (which stores parts with
+// their chunk framing), proven by read-back as its probe demands, fails
+// with ErrIntegrity naming the key, and the corrupt object is deleted:
+// never a success.
 func TestLyingCloudCopyReadBackCatches(t *testing.T) {
 	const part = 5 << 20
 	liar := lyingCloud(t, part)
@@ -111,7 +112,7 @@ func TestLyingCloudCopyReadBackCatches(t *testing.T) {
 	putLocal(t, src, key, body)
 
 	res, err := storage.Copy(ctx, src, liar, key, storage.CopyOptions{
-		Size: int64(len(body)), SHA256: sum[:], PartSize: part, TrustServerChecksum: false,
+		Size: int64(len(body)), SHA256: sum[:], PartSize: part, TrustServerChecksum: false, SinglePutMax: -1,
 	})
 	if err == nil {
 		t.Fatalf("copy to the lying cloud succeeded: %+v", res)
@@ -130,13 +131,22 @@ func TestLyingCloudCopyReadBackCatches(t *testing.T) {
 	}
 	t.Logf("caught: %v", err)
 
-	// A single-PUT object is stored intact by gofakes3, and read-back proves it.
+	// A single-PUT object is stored intact by gofakes3, and read-back
+	// proves it: a small one, and by default (one request up to
+	// SinglePutMax) the same 12 MiB object, above the store's part size.
 	small := randomBytes(10, 4096)
 	ssum := sha256.Sum256(small)
 	putLocal(t, src, "small", small)
 	res, err = storage.Copy(ctx, src, liar, "small", storage.CopyOptions{Size: 4096, SHA256: ssum[:], PartSize: part})
 	if err != nil || res.Proof != storage.ProofReadBack {
 		t.Fatalf("small copy: %+v, %v", res, err)
+	}
+	res, err = storage.Copy(ctx, src, liar, key, storage.CopyOptions{Size: int64(len(body)), SHA256: sum[:], PartSize: part})
+	if err != nil || res.Proof != storage.ProofReadBack {
+		t.Fatalf("12 MiB copy in one PUT: %+v, %v", res, err)
+	}
+	if !bytes.Equal(readAll(t, liar, key), body) {
+		t.Fatal("12 MiB copy in one PUT: stored bytes differ")
 	}
 }
 
@@ -199,18 +209,21 @@ func TestLyingCloudSourceMismatchNeverCommitted(t *testing.T) {
 	src := localStore(t)
 	ctx := context.Background()
 	for _, n := range []int64{4096, 12 << 20} {
-		good := randomBytes(uint64(n), n)
-		sum := sha256.Sum256(good)
-		served := bytes.Clone(good)
-		served[n-1] ^= 1 // the last byte: the lying cloud never sees it
-		key := fmt.Sprintf("mismatch/%d", n)
-		putLocal(t, src, key, served)
-		_, err := storage.Copy(ctx, src, liar, key, storage.CopyOptions{Size: n, SHA256: sum[:], PartSize: part, Retry: noRetry})
-		if !errors.Is(err, storage.ErrIntegrity) || !strings.Contains(err.Error(), key) {
-			t.Fatalf("%d bytes: %v, want ErrIntegrity naming the key", n, err)
-		}
-		if _, err := liar.Stat(ctx, key); !errors.Is(err, storage.ErrNotExist) {
-			t.Fatalf("%d bytes: the lying cloud committed the object (stat %v)", n, err)
+		// 12 MiB goes in one PUT by default, in parts with SinglePutMax -1.
+		for _, single := range []int64{0, -1} {
+			good := randomBytes(uint64(n), n)
+			sum := sha256.Sum256(good)
+			served := bytes.Clone(good)
+			served[n-1] ^= 1 // the last byte: the lying cloud never sees it
+			key := fmt.Sprintf("mismatch/%d/%d", n, single)
+			putLocal(t, src, key, served)
+			_, err := storage.Copy(ctx, src, liar, key, storage.CopyOptions{Size: n, SHA256: sum[:], PartSize: part, Retry: noRetry, SinglePutMax: single})
+			if !errors.Is(err, storage.ErrIntegrity) || !strings.Contains(err.Error(), key) {
+				t.Fatalf("%d bytes (single-put max %d): %v, want ErrIntegrity naming the key", n, single, err)
+			}
+			if _, err := liar.Stat(ctx, key); !errors.Is(err, storage.ErrNotExist) {
+				t.Fatalf("%d bytes (single-put max %d): the lying cloud committed the object (stat %v)", n, single, err)
+			}
 		}
 	}
 }

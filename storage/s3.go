@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"iter"
 	"net"
@@ -226,7 +227,7 @@ func (s *S3Store) Put(ctx context.Context, key string, r io.Reader, size int64, 
 		return s.fail("put", key, err)
 	}
 	src := &exactReader{r: r, left: size}
-	if size <= s.cfg.PartSize {
+	if size <= s.cfg.PartSize || (opts.OneRequest && opts.SHA256 != nil && size <= MaxSinglePut) {
 		err = s.putSingle(ctx, full, src, size, opts)
 	} else {
 		err = s.putMultipart(ctx, full, src, size, opts)
@@ -237,8 +238,13 @@ func (s *S3Store) Put(ctx context.Context, key string, r io.Reader, size int64, 
 	return nil
 }
 
-// putSingle sends one PUT. With a known SHA-256 it streams; otherwise it
-// buffers the (at most one part) body to compute the checksum first.
+// MaxSinglePut is the largest object S3 takes in one PUT (5 GiB).
+const MaxSinglePut = 5 << 30
+
+// putSingle sends one PUT. With a known SHA-256 it streams, whatever the
+// size (up to MaxSinglePut), and the server checks the whole body against
+// it; otherwise it buffers the (at most one part) body to compute the
+// checksum first.
 func (s *S3Store) putSingle(ctx context.Context, full string, src *exactReader, size int64, opts PutOptions) error {
 	sum := opts.SHA256
 	var body io.Reader = src
@@ -284,6 +290,11 @@ func contentType(opts PutOptions) string {
 // (partParallel+1) part buffers. The upload is completed only after every
 // part succeeded and, when the caller gave one, the whole-object SHA-256
 // matched; otherwise it is aborted and nothing becomes visible.
+//
+// Each part is read in chunks small enough to stay in cache, and every
+// chunk is hashed for the part's SHA-256 (and, unless opts.Verified, the
+// whole object's) right after it arrives: one pass over the bytes, not one
+// per hash.
 func (s *S3Store) putMultipart(ctx context.Context, full string, src *exactReader, size int64, opts PutOptions) (err error) {
 	partSize := s.cfg.PartSize
 	uploadID, err := s.core.NewMultipartUpload(ctx, s.bucket, full, minio.PutObjectOptions{
@@ -305,7 +316,7 @@ func (s *S3Store) putMultipart(ctx context.Context, full string, src *exactReade
 
 	nparts := int((size + partSize - 1) / partSize)
 	parts := make([]minio.CompletePart, nparts)
-	whole := sha256.New()
+	whole, partHash := sha256.New(), sha256.New()
 
 	uctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -326,21 +337,23 @@ func (s *S3Store) putMultipart(ctx context.Context, full string, src *exactReade
 		}
 		pbuf := getPartBuf(partSize)
 		buf := pbuf[:n]
-		if _, rerr := io.ReadFull(src, buf); rerr != nil {
+		partHash.Reset()
+		hs := []hash.Hash{partHash}
+		if !opts.Verified {
+			hs = append(hs, whole)
+		}
+		if rerr := readHashed(src, buf, hs...); rerr != nil {
 			putPartBuf(pbuf)
 			<-sem
 			setErr(rerr)
 			break
 		}
-		if !opts.Verified {
-			whole.Write(buf)
-		}
-		sum := sha256.Sum256(buf)
+		sum := partHash.Sum(nil)
 		wg.Add(1)
-		go func(num int, buf, pbuf []byte, sum [32]byte) {
+		go func(num int, buf, pbuf []byte, sum []byte) {
 			defer wg.Done()
 			defer func() { putPartBuf(pbuf); <-sem }()
-			b64 := base64.StdEncoding.EncodeToString(sum[:])
+			b64 := base64.StdEncoding.EncodeToString(sum)
 			hdr := http.Header{}
 			hdr.Set("x-amz-checksum-sha256", b64)
 			part, perr := s.core.PutObjectPart(uctx, s.bucket, full, uploadID, num, bytes.NewReader(buf), int64(len(buf)),
@@ -367,6 +380,26 @@ func (s *S3Store) putMultipart(ctx context.Context, full string, src *exactReade
 	}
 	_, err = s.core.CompleteMultipartUpload(ctx, s.bucket, full, uploadID, parts, minio.PutObjectOptions{})
 	return err
+}
+
+// hashChunk is how much of a part is read and hashed at a time: small
+// enough to still be in the CPU's cache when the hashes read it.
+const hashChunk = 256 << 10
+
+// readHashed fills buf from r (io.ReadFull's rules), writing every chunk to
+// each of hs as soon as it has arrived.
+func readHashed(r io.Reader, buf []byte, hs ...hash.Hash) error {
+	for len(buf) > 0 {
+		c := buf[:min(len(buf), hashChunk)]
+		if _, err := io.ReadFull(r, c); err != nil {
+			return err
+		}
+		for _, h := range hs {
+			h.Write(c)
+		}
+		buf = buf[len(c):]
+	}
+	return nil
 }
 
 // Get implements Store. The request is sent now, so a missing object is

@@ -85,6 +85,13 @@ type PutOptions struct {
 	// the store need not hash the whole object again: it still sends
 	// SHA256 (and per-part checksums) for the server to verify.
 	Verified bool
+	// OneRequest asks for the body in one request even when it is larger
+	// than the store's part size, up to what one request may carry (S3:
+	// MaxSinglePut; larger bodies still go in parts). It takes effect only
+	// with SHA256, which the server then verifies over the whole object:
+	// the client hashes no part and buffers none, and the stored object
+	// reports the whole-object SHA-256 afterwards (Prove compares it).
+	OneRequest bool
 	// ContentType is recorded where the store supports it.
 	ContentType string
 }

@@ -43,9 +43,10 @@ Examples:
 			&cli.StringFlag{Name: "from", Usage: "the export to copy, `REF`", Required: true},
 			&cli.StringFlag{Name: "to", Usage: "where to copy it, `REF`", Required: true},
 			&cli.IntFlag{Name: "concurrency", Value: 8, Usage: "objects copied at once"},
-			&cli.IntFlag{Name: "parallel", Value: 2, Usage: "ranges of one large object read at once"},
-			&cli.IntFlag{Name: "large-in-flight", Value: 1, Usage: "objects over the part size copied at once (each buffers about (parallel+5) × part size)"},
+			&cli.IntFlag{Name: "parallel", Value: 1, Usage: "ranges of one large object read at once (1: one streamed GET)"},
+			&cli.IntFlag{Name: "large-in-flight", Value: 2, Usage: "objects over the part size copied at once (each buffers parallel × part size when parallel > 1, plus 5 parts above 5 GiB)"},
 			&cli.StringFlag{Name: "part-size", Value: "16MiB", Usage: "range `SIZE` for large objects"},
+			&cli.StringFlag{Name: "single-put-max", Value: "5GiB", Usage: "objects up to `SIZE` go to the target in one PUT, whose SHA-256 the server checks whole; larger ones in parts (0: parts above the target's part size)"},
 			&cli.StringFlag{Name: "bw-limit", Usage: "cap the bytes read per second, e.g. 100MiB (a `RATE`)"},
 			&cli.StringFlag{Name: "shard", Usage: "copy only shard `I/N` of the objects (0-based), so N machines can share one migration"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "show what would be copied; write nothing"},
@@ -65,6 +66,12 @@ Examples:
 			}
 			if o.PartSize, err = storage.ParseSize(c.String("part-size")); err != nil || o.PartSize < storage.MinPartSize {
 				return usagef("--part-size: give at least 5MiB, e.g. 16MiB")
+			}
+			if o.SinglePutMax, err = storage.ParseSize(c.String("single-put-max")); err != nil || o.SinglePutMax > storage.MaxSinglePut {
+				return usagef("--single-put-max: give at most 5GiB (S3's limit for one PUT), or 0 for parts")
+			}
+			if o.SinglePutMax == 0 {
+				o.SinglePutMax = -1 // parts above the target's part size
 			}
 			if v := c.String("bw-limit"); v != "" {
 				if o.BandwidthLimit, err = storage.ParseSize(strings.TrimSuffix(v, "/s")); err != nil || o.BandwidthLimit <= 0 {
@@ -91,6 +98,7 @@ type migrateOptions struct {
 	Concurrency, Parallel int
 	LargeInFlight         int
 	PartSize              int64
+	SinglePutMax          int64
 	BandwidthLimit        int64
 	Shard, Shards         int
 	DryRun                bool
@@ -114,7 +122,7 @@ func (o *migrateOptions) Run(ctx context.Context) error {
 	}
 	m := newMeter(o.globals, "migrate")
 	rep, err := migrate.Run(ctx, migrate.Options{
-		From: from, To: to, Concurrency: o.Concurrency, Parallel: o.Parallel, LargeInFlight: o.LargeInFlight, PartSize: o.PartSize,
+		From: from, To: to, Concurrency: o.Concurrency, Parallel: o.Parallel, LargeInFlight: o.LargeInFlight, PartSize: o.PartSize, SinglePutMax: o.SinglePutMax,
 		BandwidthLimit: o.BandwidthLimit, Shard: o.Shard, Shards: o.Shards, DryRun: o.DryRun, Log: o.Log,
 		Progress: func(p migrate.Progress) { m.update(p.Objects, p.Total, p.Bytes) },
 	})

@@ -36,15 +36,21 @@ type Options struct {
 	// Concurrency is how many objects are copied at once (default 8).
 	Concurrency int
 	// Parallel is how many ranges of one large object are read at once
-	// (default 2), PartSize their size (default storage.DefaultPartSize).
+	// (default 1: one streamed GET, no range buffers), PartSize their size
+	// (default storage.DefaultPartSize).
 	Parallel int
 	PartSize int64
 	// LargeInFlight is how many objects larger than PartSize are copied at
-	// once (default 1), on workers of their own beside the Concurrency ones
-	// for small objects. Each large copy buffers its ranges and the target's
-	// parts (about (Parallel+5) × PartSize), so this bounds memory whatever
-	// the object sizes.
+	// once (default 2), on workers of their own beside the Concurrency ones
+	// for small objects. A large copy buffers Parallel ranges when Parallel
+	// > 1, and above SinglePutMax the target's parts as well (about
+	// (Parallel+5) × PartSize in all), so this bounds memory whatever the
+	// object sizes.
 	LargeInFlight int
+	// SinglePutMax: objects up to this size are sent to the target in one
+	// request (see storage.CopyOptions.SinglePutMax; 0 means its default,
+	// negative means parts above the target's part size).
+	SinglePutMax int64
 	// BandwidthLimit caps the bytes per second read from the source (and
 	// for read-back proofs); 0 means no cap.
 	BandwidthLimit int64
@@ -125,6 +131,10 @@ type item struct {
 	key    string
 	size   int64
 	sha256 []byte
+	// atTarget: the target's listing has an object of this size under the
+	// key, so Copy checks whether it is already proven. Without it the
+	// object is copied with no request to look first.
+	atTarget bool
 }
 
 // InShard reports whether key belongs to shard i of n.
@@ -143,13 +153,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		o.Concurrency = 8
 	}
 	if o.Parallel <= 0 {
-		o.Parallel = 2
+		o.Parallel = 1
 	}
 	if o.PartSize <= 0 {
 		o.PartSize = storage.DefaultPartSize
 	}
 	if o.LargeInFlight <= 0 {
-		o.LargeInFlight = 1
+		o.LargeInFlight = 2
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -178,9 +188,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	ext := m.Extension.Ehrport
 	rep.ExportID = ext.ExportID
 	var plan []item
-	listed := map[string]bool{export.ManifestKey: true, export.SignatureKey: true}
 	for _, e := range ext.Objects {
-		listed[e.Key] = true
 		sum, err := hex.DecodeString(e.SHA256)
 		if err != nil || len(sum) != sha256.Size {
 			return nil, fmt.Errorf("%w: manifest lists %s with a malformed sha256 %q", ErrIncompleteSource, e.Key, e.SHA256)
@@ -193,6 +201,16 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	// own workers): the longest copies start earliest.
 	slices.SortStableFunc(plan, func(a, b item) int { return cmp.Compare(b.size, a.size) })
 	rep.Planned = len(plan)
+	// Every key the export has: its index in this run's plan, or -1 (the
+	// manifest files, other shards' objects).
+	listed := make(map[string]int, len(ext.Objects)+2)
+	listed[export.ManifestKey], listed[export.SignatureKey] = -1, -1
+	for _, e := range ext.Objects {
+		listed[e.Key] = -1
+	}
+	for i, it := range plan {
+		listed[it.key] = i
+	}
 
 	if !o.DryRun {
 		if rep.TargetVerifiesChecksums, err = storage.VerifiesChecksums(ctx, o.To); err != nil {
@@ -205,10 +223,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		limiter = storage.NewRateLimiter(o.BandwidthLimit)
 	}
 
-	if err := runPlan(ctx, o, rep, plan, limiter); err != nil {
+	if err := surveyTarget(ctx, o, rep, plan, listed); err != nil {
 		return nil, err
 	}
-	if err := extraAtTarget(ctx, o, rep, listed); err != nil {
+	if err := runPlan(ctx, o, rep, plan, limiter); err != nil {
 		return nil, err
 	}
 	if err := finish(ctx, o, rep, ext, mb, limiter); err != nil {
@@ -300,10 +318,9 @@ func runPlan(ctx context.Context, o Options, rep *Report, plan []item, limiter *
 func copyOne(ctx context.Context, o Options, rep *Report, it item, limiter *storage.RateLimiter) Object {
 	obj := Object{Key: it.key, Size: it.size}
 	if o.DryRun {
-		oi, err := o.To.Stat(ctx, it.key)
 		rep.mu.Lock()
 		defer rep.mu.Unlock()
-		if err == nil && oi.Size == it.size {
+		if it.atTarget {
 			obj.Proof = "present (size only: a dry run reads nothing)"
 			rep.Skipped = append(rep.Skipped, obj)
 			rep.BytesSkipped += it.size
@@ -315,7 +332,7 @@ func copyOne(ctx context.Context, o Options, rep *Report, it item, limiter *stor
 	}
 	res, err := storage.Copy(ctx, o.From, o.To, it.key, storage.CopyOptions{
 		Size: it.size, SHA256: it.sha256, Parallel: o.Parallel, PartSize: o.PartSize, Limiter: limiter,
-		TrustServerChecksum: rep.TargetVerifiesChecksums, SkipExisting: true, Retry: o.Retry,
+		TrustServerChecksum: rep.TargetVerifiesChecksums, SkipExisting: it.atTarget, Retry: o.Retry, SinglePutMax: o.SinglePutMax,
 	})
 	obj.Proof, obj.Retries, obj.Duration = res.Proof, res.Retries, res.Duration
 	rep.mu.Lock()
@@ -375,24 +392,26 @@ func isSourceMissing(err error, src storage.Store) bool {
 	return errors.Is(err, storage.ErrNotExist) && errors.As(err, &se) && se.Location == src.Location()
 }
 
-// extraAtTarget lists what the target holds under the prefix that the
-// manifest does not list. It is reported, never deleted.
-func extraAtTarget(ctx context.Context, o Options, rep *Report, listed map[string]bool) error {
-	if o.Shards > 1 && o.Shard != 0 {
-		return nil // one shard reports it, so the reports add up
-	}
+// surveyTarget lists the target once, before anything is copied: objects
+// of the plan found there with the manifest's size are checked for a proof
+// before being copied (a rerun skips them), the others are copied without a
+// request to look first; and what the manifest does not list is reported as
+// extra, never deleted. One LIST replaces a HEAD per object.
+func surveyTarget(ctx context.Context, o Options, rep *Report, plan []item, listed map[string]int) error {
+	extras := o.Shards <= 1 || o.Shard == 0 // one shard reports them, so the reports add up
 	for oi, err := range o.To.List(ctx, "") {
 		if errors.Is(err, storage.ErrNotExist) {
 			return nil // a bucket that is not there yet
 		}
-		if err != nil && rep.unavailable != nil {
-			return nil // already failing: the report says so
-		}
 		if err != nil {
 			return err
 		}
-		if !listed[oi.Key] {
+		i, ok := listed[oi.Key]
+		switch {
+		case !ok && extras:
 			rep.ExtraAtTarget = append(rep.ExtraAtTarget, Object{Key: oi.Key, Size: oi.Size})
+		case ok && i >= 0:
+			plan[i].atTarget = oi.Size == plan[i].size
 		}
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
@@ -107,6 +108,94 @@ func TestMigrateAndRerun(t *testing.T) {
 	}
 	if len(rep.Copied) != 0 || len(rep.Skipped) != 33 || !rep.Complete() {
 		t.Fatalf("rerun: copied %d, skipped %d", len(rep.Copied), len(rep.Skipped))
+	}
+}
+
+// countingStore counts the requests that look at one object (Stat, Get),
+// and the listings, and notes which objects were looked at before any Put
+// of theirs.
+type countingStore struct {
+	storage.Store
+	mu           sync.Mutex
+	looks, lists int
+	lookedAt     []string // before their first Put
+	put          map[string]bool
+}
+
+func (c *countingStore) look(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.looks++
+	if !c.put[key] {
+		c.lookedAt = append(c.lookedAt, key)
+	}
+}
+
+func (c *countingStore) Put(ctx context.Context, key string, r io.Reader, size int64, opts storage.PutOptions) error {
+	c.mu.Lock()
+	if c.put == nil {
+		c.put = map[string]bool{}
+	}
+	c.put[key] = true
+	c.mu.Unlock()
+	return c.Store.Put(ctx, key, r, size, opts)
+}
+
+func (c *countingStore) Stat(ctx context.Context, key string) (storage.ObjectInfo, error) {
+	c.look(key)
+	return c.Store.Stat(ctx, key)
+}
+
+func (c *countingStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	c.look(key)
+	return c.Store.Get(ctx, key)
+}
+
+func (c *countingStore) List(ctx context.Context, prefix string) iter.Seq2[storage.ObjectInfo, error] {
+	c.mu.Lock()
+	c.lists++
+	c.mu.Unlock()
+	return c.Store.List(ctx, prefix)
+}
+
+// The target is listed once up front, not asked about each object: on a
+// fresh target no object of the export is looked at before its copy (only
+// the manifest files, copied last with their own skip check); an object
+// there with the wrong size is copied over without a look; a rerun proves
+// what the listing shows and copies nothing.
+func TestMigrateListsTargetOnce(t *testing.T) {
+	src := local(t, "a")
+	m := fakeExport(t, src, sizes(20, 1000))
+	dst := &countingStore{Store: local(t, "b")}
+	put(t, dst.Store, m.Extension.Ehrport.Objects[3].Key, []byte("a shorter, stale object"))
+	rep, err := Run(context.Background(), Options{From: src, To: dst})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Complete() || len(rep.Copied) != 21 || len(rep.Skipped) != 0 {
+		t.Fatalf("first run: complete %v, copied %d, skipped %d", rep.Complete(), len(rep.Copied), len(rep.Skipped))
+	}
+	for _, k := range dst.lookedAt {
+		if k != export.ManifestKey && k != export.SignatureKey && !strings.HasPrefix(k, ".ehrport-check") {
+			t.Errorf("looked at %s before copying it: the listing said what is there", k)
+		}
+	}
+	if dst.lists != 1 {
+		t.Errorf("the target was listed %d times, want 1", dst.lists)
+	}
+	if got, want := snapshot(t, dst.Store), snapshot(t, src); !mapsEqual(got, want) {
+		t.Fatal("target differs from source")
+	}
+	dst.looks, dst.lookedAt = 0, nil
+	rep, err = Run(context.Background(), Options{From: src, To: dst})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Copied) != 0 || len(rep.Skipped) != 21 || !rep.Complete() {
+		t.Fatalf("rerun: copied %d, skipped %d", len(rep.Copied), len(rep.Skipped))
+	}
+	if dst.looks < 21 {
+		t.Errorf("rerun looked at %d objects: every skip must be proven", dst.looks)
 	}
 }
 
@@ -251,14 +340,16 @@ func TestMigrateSourceWithoutManifest(t *testing.T) {
 	}
 }
 
-// The lying cloud stores streamed uploads with their framing and accepts
-// any checksum: the probe must see that, every copy must be read back, and
-// the corruption must be reported, never success.
+// The lying cloud stores uploads sent in parts with their framing and
+// accepts any checksum: the probe must see that, every copy must be read
+// back, and the corruption must be reported, never success. (Objects go in
+// one PUT up to SinglePutMax by default, which this liar stores intact;
+// -1 sends the 6 MiB object in parts, where it lies.)
 func TestMigrateToLyingCloud(t *testing.T) {
 	src := local(t, "a")
 	fakeExport(t, src, append(sizes(3, 100), 6<<20))
 	liar := storetest.LyingCloud(t, "lying-bucket", "exit", 5<<20)
-	rep, err := Run(context.Background(), Options{From: src, To: liar, PartSize: 5 << 20})
+	rep, err := Run(context.Background(), Options{From: src, To: liar, PartSize: 5 << 20, SinglePutMax: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,6 +370,22 @@ func TestMigrateToLyingCloud(t *testing.T) {
 	}
 	if !slices.Contains(keys, "Observation.003.ndjson.ehr") {
 		t.Errorf("the 6 MiB object stored with framing was not caught: failed %v", keys)
+	}
+
+	// By default the 6 MiB object goes in one PUT, stored intact; it is
+	// still read back, as the probe demands, and the export completes.
+	liar = storetest.LyingCloud(t, "lying-bucket-2", "exit", 5<<20)
+	rep, err = Run(context.Background(), Options{From: src, To: liar, PartSize: 5 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Complete() || rep.TargetVerifiesChecksums {
+		t.Fatalf("one-PUT migration to the lying cloud: failed %+v, trusted %v", rep.Failed, rep.TargetVerifiesChecksums)
+	}
+	for _, o := range rep.Copied {
+		if o.Proof != storage.ProofReadBack {
+			t.Errorf("%s proven by %q, want a read-back", o.Key, o.Proof)
+		}
 	}
 }
 
