@@ -45,7 +45,9 @@ check:
 		echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit"; exit 1; fi
 	$(GO) test -race -count=1 ./...
 
-# Every scripts/bench-*.sh, each writing its own section of docs/BENCHMARKS.md
+# The Go benchmarks of the commands and stores against the test bed (once;
+# those of fhir and crypto run in scripts/bench-micro.sh), then every
+# scripts/bench-*.sh, each writing its own section of docs/BENCHMARKS.md
 # (and its entries of docs/benchmarks.json): the peers, the scale curve and
 # the Go micro-benchmarks with benchstat. $(1): rounds against the peers,
 # $(2): rounds of the scale curve, $(3): -count of the micro-benchmarks. A
@@ -59,6 +61,7 @@ bench_all = failed=; for s in scripts/bench-*.sh; do \
 	done; if [ -n "$$failed" ]; then echo "bench: failed:$$failed"; exit 1; fi
 
 bench: build testbed-up
+	$(WITH_TESTBED) $(GO) test -tags integration -run '^$$' -bench . -benchmem ./cmd/... ./storage/...
 	@$(call bench_all,$(BENCH_ROUNDS),$(BENCH_SCALE_ROUNDS),$(BENCH_MICRO_COUNT))
 
 # The same scripts and code paths on small sizes, 2 rounds, nothing recorded
