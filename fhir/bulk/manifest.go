@@ -121,17 +121,19 @@ type wireLink struct {
 }
 
 type wireManifest struct {
-	ManifestType        string          `json:"manifestType,omitempty"`
-	TransactionTime     string          `json:"transactionTime"`
-	Request             string          `json:"request,omitempty"`
-	RequiresAccessToken *bool           `json:"requiresAccessToken"`
-	OutputOrganizedBy   string          `json:"outputOrganizedBy,omitempty"`
-	Output              []wireFile      `json:"output"`
-	Deleted             []wireFile      `json:"deleted,omitempty"`
-	Error               []wireFile      `json:"error,omitempty"`
-	Outcome             []wireFile      `json:"outcome,omitempty"`
-	Link                []wireLink      `json:"link,omitempty"`
-	Extension           json.RawMessage `json:"extension,omitempty"`
+	ManifestType        string     `json:"manifestType,omitempty"`
+	TransactionTime     string     `json:"transactionTime"`
+	Request             string     `json:"request,omitempty"`
+	RequiresAccessToken *bool      `json:"requiresAccessToken"`
+	OutputOrganizedBy   string     `json:"outputOrganizedBy,omitempty"`
+	Output              []wireFile `json:"output"`
+	Deleted             []wireFile `json:"deleted,omitempty"`
+	Error               []wireFile `json:"error,omitempty"`
+	// Outcome is a pointer so that `"outcome": []`, which alone makes a
+	// manifest STU4, survives omitempty when it is written back.
+	Outcome   *[]wireFile     `json:"outcome,omitempty"`
+	Link      []wireLink      `json:"link,omitempty"`
+	Extension json.RawMessage `json:"extension,omitempty"`
 }
 
 // fhirInstant is the FHIR R4 instant regex: time.Parse alone accepts
@@ -213,7 +215,11 @@ func ParseManifest(src string, data []byte) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	outcomes, err := conv(KindError, w.Outcome)
+	var wireOutcomes []wireFile
+	if w.Outcome != nil {
+		wireOutcomes = *w.Outcome
+	}
+	outcomes, err := conv(KindError, wireOutcomes)
 	if err != nil {
 		return nil, err
 	}
@@ -267,10 +273,11 @@ func (m *Manifest) MarshalJSON() ([]byte, error) {
 	if m.Version == STU4 {
 		// An STU4 manifest may be STU4 only because of `"outcome": []`;
 		// keep the empty array so the manifest re-parses as STU4.
-		w.Outcome = conv(m.Errors)
-		if w.Outcome == nil {
-			w.Outcome = []wireFile{}
+		oc := conv(m.Errors)
+		if oc == nil {
+			oc = []wireFile{}
 		}
+		w.Outcome = &oc
 	} else {
 		w.Error = conv(m.Errors)
 	}
