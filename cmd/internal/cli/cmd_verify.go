@@ -106,7 +106,7 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	opts := verify.Options{Store: st, Verifier: verifier, Deep: o.Deep, Concurrency: o.Concurrency, Log: o.Log}
+	opts := verify.Options{Store: st, Verifier: verifier, Deep: o.Deep, Concurrency: o.Concurrency, Log: o.Log, Reference: against}
 	if o.Deep {
 		d, err := openKeys(ctx, o.Keys)
 		if err != nil {

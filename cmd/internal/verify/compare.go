@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"iter"
-	"slices"
 	"sync"
 	"time"
 
@@ -165,12 +164,15 @@ func hashObject(ctx context.Context, st storage.Store, key string) (string, int6
 }
 
 // CompareByManifest compares o.Reference with o.Store when Store's export
-// was just verified (rep, from Run): every object the manifest lists is
-// read once at the reference and must have the manifest's size and SHA-256
-// (the store's copies were checked against the same values), the manifest
-// files must be byte-identical, and the reference must hold nothing else.
-// Each side is so read once. Without a verified manifest it falls back to
-// Compare.
+// was just verified (rep, from Run): every object the manifest lists must
+// have the manifest's size and SHA-256 at the reference too (the store's
+// copies were checked against the same values), the manifest files must be
+// byte-identical, and the reference must hold nothing else. When Run was
+// given the reference (Options.Reference), it already compared each
+// reference object byte for byte with the store's copy while reading it;
+// an object equal to a copy that matched the manifest is proven and not
+// read again, and only the others are read and hashed here. Each side is
+// so read once. Without a verified manifest it falls back to Compare.
 func CompareByManifest(ctx context.Context, rep *Report, o CompareOptions) (*Report, error) {
 	if rep == nil || rep.manifest == nil {
 		return Compare(ctx, o)
@@ -181,6 +183,9 @@ func CompareByManifest(ctx context.Context, rep *Report, o CompareOptions) (*Rep
 	start := time.Now()
 	out := &Report{Location: o.Store.Location(), ExportID: rep.ExportID,
 		Proof: "the reference read back in full against the same signed manifest the target was verified with (each side read once)"}
+	if rep.refSame != nil {
+		out.Proof = "the reference read back in full, at the same time as the target, and compared byte for byte with the target's copies that matched the signed manifest's SHA-256 (hashed against the manifest where they did not): each side read once"
+	}
 	v := &verifier{rep: out}
 	ext := rep.manifest.Extension.Ehrport
 	listed := map[string]bool{export.ManifestKey: true, export.SignatureKey: true}
@@ -206,8 +211,16 @@ func CompareByManifest(ctx context.Context, rep *Report, o CompareOptions) (*Rep
 			out.ObjectsVerified++
 		}
 	}
-	err := workers.ForEach(ctx, o.Concurrency, slices.Values(ext.Objects), func(ctx context.Context, e export.ObjectEntry) error {
-		sum, n, err := hashObject(ctx, o.Reference, e.Key)
+	err := workers.ForEach(ctx, o.Concurrency, indices(len(ext.Objects)), func(ctx context.Context, i int) error {
+		e := ext.Objects[i]
+		var sum string
+		var n int64
+		var err error
+		if rep.refSame != nil && rep.refSame[i] {
+			sum, n = e.SHA256, e.Size // equal to the copy that matched them
+		} else {
+			sum, n, err = hashObject(ctx, o.Reference, e.Key)
+		}
 		v.mu.Lock()
 		out.Objects++
 		switch {

@@ -53,7 +53,13 @@ type Options struct {
 	Identities []ehrcrypto.Identity
 	// Concurrency is how many objects are read at once (default 4).
 	Concurrency int
-	Log         *slog.Logger
+	// Reference, when set (verify --against), is read at the same time as
+	// Store, object by object, and compared byte for byte with it. A
+	// reference object equal to a copy here that matched the manifest is
+	// then taken by CompareByManifest as proven without reading it again:
+	// each side is read once, and both at once.
+	Reference storage.Store
+	Log       *slog.Logger
 	// Progress, if set, is called after each object with the objects and
 	// bytes done so far.
 	Progress func(objects int, bytes int64)
@@ -75,6 +81,9 @@ type Report struct {
 	// manifest is the manifest verified, for a comparison that follows.
 	manifest      *export.Manifest
 	manifestBytes []byte
+	// refSame[i]: the reference's object i of the manifest has the same
+	// bytes as the copy here, which matched the manifest (Options.Reference).
+	refSame []bool
 	// FHIRNotes are FHIR findings the source data already had at export.
 	FHIRNotes  []string      `json:"fhir_notes,omitempty"`
 	NotChecked []string      `json:"not_checked"`
@@ -269,12 +278,23 @@ func (v *verifier) readSummary(ctx context.Context, ext export.ManifestExt) erro
 
 // objects reads every listed object, o.Concurrency at a time.
 func (v *verifier) objects(ctx context.Context, entries []export.ObjectEntry) error {
-	return workers.ForEach(ctx, v.o.Concurrency, slices.Values(entries), v.object)
+	if v.o.Reference != nil {
+		v.rep.refSame = make([]bool, len(entries))
+	}
+	return workers.ForEach(ctx, v.o.Concurrency, indices(len(entries)), func(ctx context.Context, i int) error {
+		return v.object(ctx, i, entries[i])
+	})
 }
 
-// object verifies one object. It returns an error only when the store fails
-// in a way that is not about this object's content.
-func (v *verifier) object(ctx context.Context, e export.ObjectEntry) error {
+// object verifies object i of the manifest. It returns an error only when
+// the store fails in a way that is not about this object's content.
+func (v *verifier) object(ctx context.Context, i int, e export.ObjectEntry) error {
+	var ref *refComparer
+	if v.o.Reference != nil {
+		// Both requests go out now; the reference reads ahead on its own.
+		ref = compareReference(ctx, v.o.Reference, e.Key, e.Size)
+		defer ref.close()
+	}
 	rc, err := v.o.Store.Get(ctx, e.Key)
 	if errors.Is(err, storage.ErrNotExist) {
 		v.add(Finding{Code: "missing", Object: e.Key, Expected: fmt.Sprintf("%d bytes, sha256 %s", e.Size, e.SHA256), Found: "nothing", Message: "listed in the manifest but not in the store"})
@@ -288,7 +308,11 @@ func (v *verifier) object(ctx context.Context, e export.ObjectEntry) error {
 	var n countWriter
 	// Read at most one byte more than listed, to see a longer object
 	// without reading an unbounded one.
-	tee := io.TeeReader(io.LimitReader(rc, e.Size+1), io.MultiWriter(h, &n))
+	var w io.Writer = io.MultiWriter(h, &n)
+	if ref != nil {
+		w = io.MultiWriter(h, &n, ref)
+	}
+	tee := io.TeeReader(io.LimitReader(rc, e.Size+1), w)
 	want := ehrcrypto.Binding{ExportID: v.exportID, Path: e.Path}
 	var contentErr error
 	if v.o.Deep {
@@ -308,6 +332,9 @@ func (v *verifier) object(ctx context.Context, e export.ObjectEntry) error {
 	v.mu.Lock()
 	v.rep.Bytes += int64(n)
 	v.mu.Unlock()
+	if ref != nil && int64(n) == e.Size && sum == e.SHA256 && ref.same() {
+		v.rep.refSame[i] = true // each worker writes its own index
+	}
 	switch {
 	case int64(n) != e.Size:
 		found := fmt.Sprintf("%d bytes", n)
