@@ -181,7 +181,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		return nil, err
 	}
-	m, mb, err := export.ReadManifest(ctx, o.From)
+	// A reset while reading the plan is retried like any copy's.
+	var m *export.Manifest
+	var mb []byte
+	_, err := o.Retry.Do(ctx, func(int) error {
+		var rerr error
+		m, mb, rerr = export.ReadManifest(ctx, o.From)
+		return rerr
+	})
 	if err != nil {
 		return nil, err
 	}
