@@ -180,3 +180,27 @@ func TestNoPlaintextInClear(t *testing.T) {
 	}
 	_ = h
 }
+
+// TestWorkers: every parallelism gives the same plaintext back, through
+// Read and through WriteTo, and a payload Tink reads (TestPayloadIsTinkKeyset
+// checks the default).
+func TestWorkers(t *testing.T) {
+	k := newTestKeys(t)
+	pt := pattern(int(boundary(3)) + 77)
+	for _, n := range []int{1, 2, 5} {
+		opt := ehrcrypto.WithWorkers(n)
+		obj := encrypt(t, pt, []ehrcrypto.Recipient{k.recipient(t)}, bind, opt)
+		r, err := ehrcrypto.NewDecryptReader(bytes.NewReader(obj), k.identities(t), bind, opt)
+		must(t, err)
+		got, err := io.ReadAll(struct{ io.Reader }{r})
+		if err != nil || !bytes.Equal(got, pt) {
+			t.Fatalf("workers %d, Read: %v", n, err)
+		}
+		r, err = ehrcrypto.NewDecryptReader(bytes.NewReader(obj), k.identities(t), bind, opt)
+		must(t, err)
+		var out bytes.Buffer
+		if _, err := r.WriteTo(&out); err != nil || !bytes.Equal(out.Bytes(), pt) {
+			t.Fatalf("workers %d, WriteTo: %v", n, err)
+		}
+	}
+}

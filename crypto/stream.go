@@ -167,6 +167,8 @@ func readErr(err error) error {
 		return err
 	case errors.Is(err, stream.ErrHeader):
 		return fmt.Errorf("%w: payload stream header is truncated or invalid", ErrCorrupt)
+	case errors.Is(err, stream.ErrTooManySegments):
+		return fmt.Errorf("%w: payload has more segments than the format allows (%d)", ErrCorrupt, uint64(stream.MaxSegments))
 	case errors.As(err, &se):
 		return fmt.Errorf("%w: payload segment %d failed to authenticate (truncated, reordered, appended or altered)", ErrCorrupt, se.Segment)
 	}
