@@ -185,6 +185,7 @@ for t in $TARGETS; do
 		read -r mcpu _ _ < <(col "$t" "$tool" 8 | bench_stat3)
 		label="\`ehrport export\` (full validation)"
 		[[ $tool == peer ]] && label="\`$(peer_name "$t")\`, $JOBS files at a time"
+		label=${label//|/\\|} # a pipe in a Markdown table cell must be escaped
 		ratio="-"
 		[[ $tool == peer ]] && ratio=$(printf '%.2fx (%.2f-%.2f)' "$rm" "$rmin" "$rmax")
 		awk -v t="$where" -v l="$label" -v ms="$ms" -v lo="$msmin" -v hi="$msmax" -v n="$N" -v b="$BYTES" \

@@ -128,7 +128,7 @@ bench_summary() {
 		echo
 		echo "| comparison | unit | ehrport | peer | peer's figure | ratio | better | ehrport ahead |"
 		echo "|---|---|---|---|---|---|---|---|"
-		jq -r '.[] | "| \(.name) | \(.unit) | \(.ehrport) | \(.peer_name) | \(.peer) | \(if .ratio == null then "-" else "\(.ratio)x" end) | \(.better) | " +
+		jq -r 'def cell: gsub("\\|"; "\\|"); .[] | "| \(.name | cell) | \(.unit) | \(.ehrport) | \(.peer_name | cell) | \(.peer) | \(if .ratio == null then "-" else "\(.ratio)x" end) | \(.better) | " +
 			(if .ratio == null then "-" elif (.better == "higher" and .ratio >= 1) or (.better == "lower" and .ratio <= 1) then "yes" else "**no**" end) + " |"' "$BENCH_JSON"
 	} >"$f"
 	bench_section "$f"
