@@ -90,8 +90,9 @@ func TestReadRunsRejectsBadLines(t *testing.T) {
 	}
 }
 
-// The chart is well-formed XML with one time and one RSS polyline per
-// operation, a circle per point and panel, and the limit line.
+// The chart is well-formed XML with a wall-time, a CPU-time and an RSS
+// polyline per operation, a circle for each of them per point, and the
+// limit line.
 func TestSVGWellFormed(t *testing.T) {
 	s := Summarise(linearRuns(), 256)
 	var b bytes.Buffer
@@ -112,8 +113,9 @@ func TestSVGWellFormed(t *testing.T) {
 			count[se.Name.Local]++
 		}
 	}
-	if count["polyline"] != 4 || count["circle"] != 12 {
-		t.Errorf("polylines %d (want 4), circles %d (want 12)", count["polyline"], count["circle"])
+	// Per operation: wall, CPU and RSS lines; per point: wall, CPU, RSS.
+	if count["polyline"] != 6 || count["circle"] != 18 {
+		t.Errorf("polylines %d (want 6), circles %d (want 18)", count["polyline"], count["circle"])
 	}
 	for _, want := range []string{"limit 256 MB", "scale &lt;test&gt;", "1M", "10k"} {
 		if !strings.Contains(b.String(), want) {

@@ -89,6 +89,9 @@ func (s *Scale) SVG(w io.Writer, title string) error {
 		}
 		minN, maxN = math.Min(minN, float64(p.Resources)), math.Max(maxN, float64(p.Resources))
 		minT, maxT = math.Min(minT, p.MinSeconds), math.Max(maxT, p.MaxSeconds)
+		if p.MedianCPU > 0 {
+			minT, maxT = math.Min(minT, p.MedianCPU), math.Max(maxT, p.MedianCPU)
+		}
 		maxRSS = math.Max(maxRSS, p.MaxRSSMB)
 	}
 	fmt.Fprintf(bw, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", chartW, chartH, chartW, chartH)
@@ -106,7 +109,7 @@ func (s *Scale) SVG(w io.Writer, title string) error {
 	// Left panel: time, log-log.
 	x1 := axis{lo: xlo, hi: xhi, log: true, px0: leftX, pxLen: panelW}
 	y1 := axis{lo: tlo, hi: thi, log: true, px0: topY + panelH, pxLen: -panelH}
-	s.frame(bw, x1, leftX, "wall time (log scale)")
+	s.frame(bw, x1, leftX, "time (log scale): wall ●, CPU ○ (dotted)")
 	for e := tlo; e <= thi; e++ {
 		y := y1.at(math.Pow(10, e))
 		fmt.Fprintf(bw, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>`+"\n", leftX, y, leftX+panelW, y)
@@ -142,10 +145,15 @@ func (s *Scale) SVG(w io.Writer, title string) error {
 		}
 		fmt.Fprintf(bw, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-opacity="0.5" stroke-dasharray="4 4"/>`+"\n",
 			x1.at(rx0), y1.at(ref(rx0)), x1.at(float64(last.Resources)), y1.at(last.MedianSeconds), c)
-		var tl, rl []string
+		var tl, cl, rl []string
 		for _, p := range pts {
 			x := x1.at(float64(p.Resources))
 			tl = append(tl, fmt.Sprintf("%.1f,%.1f", x, y1.at(p.MedianSeconds)))
+			if p.MedianCPU > 0 {
+				cl = append(cl, fmt.Sprintf("%.1f,%.1f", x, y1.at(p.MedianCPU)))
+				fmt.Fprintf(bw, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="white" stroke="%s" stroke-width="1.5"><title>%s %s resources: %s of CPU (median)</title></circle>`+"\n",
+					x, y1.at(p.MedianCPU), c, op, countLabel(float64(p.Resources)), secondsLabel(p.MedianCPU))
+			}
 			fmt.Fprintf(bw, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s"/>`+"\n", x, y1.at(p.MinSeconds), x, y1.at(p.MaxSeconds), c)
 			fmt.Fprintf(bw, `<circle cx="%.1f" cy="%.1f" r="4" fill="%s"><title>%s %s resources: %s median (%s-%s)</title></circle>`+"\n",
 				x, y1.at(p.MedianSeconds), c, op, countLabel(float64(p.Resources)), secondsLabel(p.MedianSeconds), secondsLabel(p.MinSeconds), secondsLabel(p.MaxSeconds))
@@ -155,6 +163,9 @@ func (s *Scale) SVG(w io.Writer, title string) error {
 				xr, y2.at(p.MaxRSSMB), c, op, countLabel(float64(p.Resources)), p.MaxRSSMB)
 		}
 		fmt.Fprintf(bw, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.Join(tl, " "), c)
+		if len(cl) > 0 {
+			fmt.Fprintf(bw, `<polyline points="%s" fill="none" stroke="%s" stroke-width="1.5" stroke-dasharray="2 3"/>`+"\n", strings.Join(cl, " "), c)
+		}
 		fmt.Fprintf(bw, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.Join(rl, " "), c)
 		// Legend.
 		lx := leftX + i*260
@@ -162,7 +173,7 @@ func (s *Scale) SVG(w io.Writer, title string) error {
 	}
 	lx := leftX + len(s.ops())*260
 	fmt.Fprintf(bw, `<line x1="%d" y1="46" x2="%d" y2="46" stroke="#777" stroke-dasharray="4 4"/><text x="%d" y="50">linear (time ∝ resources)</text>`+"\n", lx, lx+14, lx+20)
-	fmt.Fprintf(bw, `<text x="%d" y="%d" fill="#555">left: median of the runs, bars from the fastest to the slowest; right: the largest peak of each size</text>`+"\n", leftX, chartH-8)
+	fmt.Fprintf(bw, `<text x="%d" y="%d" fill="#555">left: medians of the runs, bars from the fastest to the slowest wall time; right: the largest peak of each size</text>`+"\n", leftX, chartH-8)
 	fmt.Fprintln(bw, "</svg>")
 	return bw.Flush()
 }
