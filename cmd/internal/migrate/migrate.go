@@ -465,6 +465,17 @@ func finish(ctx context.Context, o Options, rep *Report, ext export.ManifestExt,
 			}
 		}
 	}
+	// failed files a last step that did not succeed: the run still ends
+	// with a whole report, and a rerun finishes it.
+	failed := func(obj Object, err error) error {
+		obj.Error = err.Error()
+		rep.Failed = append(rep.Failed, obj)
+		if errors.Is(err, storage.ErrUnavailable) && rep.unavailable == nil {
+			rep.unavailable = err
+		}
+		rep.ManifestNote = "not written: " + err.Error()
+		return nil
+	}
 	// The signature, then the manifest: a manifest never stands at the
 	// target without everything it lists.
 	for _, key := range []string{export.SignatureKey, export.ManifestKey} {
@@ -472,17 +483,21 @@ func finish(ctx context.Context, o Options, rep *Report, ext export.ManifestExt,
 		if key == export.ManifestKey {
 			body = mb
 		} else {
-			rc, err := o.From.Get(ctx, key)
+			// Read like any object: a source that blinks is retried.
+			_, err := o.Retry.Do(ctx, func(int) error {
+				rc, err := o.From.Get(ctx, key)
+				if err != nil {
+					return err
+				}
+				defer rc.Close()
+				body, err = io.ReadAll(io.LimitReader(rc, 1<<20))
+				return err
+			})
 			if errors.Is(err, storage.ErrNotExist) && !ext.Signed {
 				continue
 			}
 			if err != nil {
-				return err
-			}
-			body, err = io.ReadAll(io.LimitReader(rc, 1<<20))
-			rc.Close()
-			if err != nil {
-				return err
+				return failed(Object{Key: key}, err)
 			}
 		}
 		sum := sha256.Sum256(body)
@@ -491,13 +506,7 @@ func finish(ctx context.Context, o Options, rep *Report, ext export.ManifestExt,
 		})
 		obj := Object{Key: key, Size: int64(len(body)), Proof: res.Proof, Retries: res.Retries, Duration: res.Duration}
 		if err != nil {
-			obj.Error = err.Error()
-			rep.Failed = append(rep.Failed, obj)
-			if errors.Is(err, storage.ErrUnavailable) && rep.unavailable == nil {
-				rep.unavailable = err
-			}
-			rep.ManifestNote = "not written: " + err.Error()
-			return nil
+			return failed(obj, err)
 		}
 		if res.Skipped {
 			rep.Skipped = append(rep.Skipped, obj)
