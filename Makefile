@@ -91,6 +91,14 @@ fuzz:
 fuzz-short:
 	FUZZTIME=3s bash scripts/fuzz.sh
 
+# Faults injected against private servers (kill -9, network, signals, full
+# disk, ...), bad inputs, fuzzing and security checks, measured; then
+# docs/RELIABILITY.md regenerated from the figures. EHRPORT_FAULT_ROUNDS=20
+# for longer kill loops, FUZZTIME=10m for longer fuzzing.
+.PHONY: reliability
+reliability:
+	bash scripts/reliability.sh
+
 testbed-up:
 	bash scripts/testbed.sh up
 

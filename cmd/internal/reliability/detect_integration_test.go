@@ -55,8 +55,7 @@ func TestIntegrationDetectTampering(t *testing.T) {
 	srv := testserver.Start(t, testserver.Versitygw)
 	w.setenv(srv.Env("cloudb")...)
 	w.bucket("cloudb:tam")
-	w.dataset(5, 0)
-	w.keys()
+	w.fixture(false)
 	w.ok("export", "--from", "gen", "--to", "cloudb:tam/pristine", "--keys", "k")
 	w.ok("export", "--from", "gen", "--to", "cloudb:tam/other", "--keys", "k")
 	rec := newRecord(t, "detect", "tampering at rest (server's disk): 8 kinds, each checked by verify and (but an added object) by restore", 0)
@@ -90,6 +89,11 @@ func TestIntegrationDetectTampering(t *testing.T) {
 			must(t, os.WriteFile(disk(p, "manifest.json"), []byte(strings.Replace(string(b), `"size": `, `"size": 1`, 1)), 0o600))
 		}},
 	}
+	var kinds []string
+	for _, tc := range cases {
+		kinds = append(kinds, tc.name)
+	}
+	rec.How = strings.Join(kinds, ", ") + ": verify exits 1 with a finding naming the object; restore refuses and names it (an added object it leaves out)"
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			w.t = t
@@ -140,8 +144,7 @@ func TestIntegrationDetectLyingCloud(t *testing.T) {
 	srv := storetest.NewLyingCloudServer()
 	t.Cleanup(srv.Close)
 	w.setenv(storetest.LyingCloudEnv("LIAR", srv.URL, 5<<20)...)
-	w.dataset(5, 6<<20)
-	w.keys()
+	w.fixture(true)
 	w.ok("export", "--from", "gen", "--to", "good", "--keys", "k")
 	w.bucket("liar:lie")
 	rec := newRecord(t, "detect", "lying cloud (gofakes3): stores check; migrate to it; export to it, then verify and restore", 0)

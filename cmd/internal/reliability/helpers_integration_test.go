@@ -49,6 +49,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	removeCopies()
+	removeFixture()
 	os.Exit(code)
 }
 
@@ -261,27 +262,83 @@ func (w *world) hasManifest(ref string) bool {
 	return false
 }
 
-// keys makes the key directory k (passphrase from the environment).
-func (w *world) keys() string {
-	w.t.Helper()
-	w.ok("keys", "init", "--keys", "k")
-	return "k"
-}
+var (
+	fixOnce sync.Once
+	fixDir  string
+)
 
-// dataset writes generated patients into gen/ and, when big > 0, one
-// Binary resource of big random bytes (an object over the part size).
-func (w *world) dataset(patients, big int) string {
+// fixture gives the world the shared input: gen/ (20 generated patients,
+// and with big one Binary resource of 6 MiB random bytes, an object over
+// the part size) and the key directory k (passphrase from the
+// environment). Both are made once per test binary (argon2 and generation
+// cost seconds) and copied, or linked, into the world.
+func (w *world) fixture(big bool) {
 	w.t.Helper()
-	w.ok("testdata", "generate", "--patients", strconv.Itoa(patients), "--seed", "7", "--out", "gen")
-	if big > 0 {
-		data := make([]byte, big)
+	fixOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ehrport-reliability-fixture-")
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		base := &world{t: w.t, Dir: dir, env: w.env}
+		base.ok("keys", "init", "--keys", "k")
+		base.ok("testdata", "generate", "--patients", "20", "--seed", "7", "--out", "gen")
+		data := make([]byte, 6<<20)
 		rand.Read(data)
 		doc := `{"resourceType":"Binary","id":"big","contentType":"application/octet-stream","data":"` + base64.StdEncoding.EncodeToString(data) + `"}`
-		if err := os.WriteFile(w.path("gen/Binary-big.json"), []byte(doc), 0o600); err != nil {
+		if err := os.Mkdir(filepath.Join(dir, "big"), 0o700); err != nil {
+			w.t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "big", "Binary-big.json"), []byte(doc), 0o600); err != nil {
+			w.t.Fatal(err)
+		}
+		fixDir = dir
+	})
+	if fixDir == "" {
+		w.t.Fatal("the shared fixture could not be made (see the first test that tried)")
+	}
+	link := func(from, to string, mode os.FileMode) {
+		if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
+			w.t.Fatal(err)
+		}
+		if mode == 0 && os.Link(from, to) == nil {
+			return
+		}
+		b, err := os.ReadFile(from)
+		if err == nil {
+			err = os.WriteFile(to, b, max(mode, 0o600))
+		}
+		if err != nil {
 			w.t.Fatal(err)
 		}
 	}
-	return "gen"
+	for _, sub := range []string{"k", "gen", "big"} {
+		if sub == "big" && !big {
+			continue
+		}
+		ents, err := os.ReadDir(filepath.Join(fixDir, sub))
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		for _, e := range ents {
+			to := filepath.Join(w.Dir, sub, e.Name())
+			if sub == "big" {
+				to = filepath.Join(w.Dir, "gen", e.Name())
+			}
+			mode := os.FileMode(0) // a link: read, never written
+			if sub == "k" {
+				fi, _ := e.Info()
+				mode = fi.Mode().Perm() // a copy: the tests change its modes
+			}
+			link(filepath.Join(fixDir, sub, e.Name()), to, mode)
+		}
+	}
+}
+
+// removeFixture deletes the shared fixture.
+func removeFixture() {
+	if fixDir != "" {
+		os.RemoveAll(fixDir)
+	}
 }
 
 // ---------------------------------------------------------------- checks

@@ -66,8 +66,7 @@ func wantError(t *testing.T, r result, code int, path, what string) {
 // fail instead (EFBIG), and the record says so.
 func TestIntegrationLocalDiskFull(t *testing.T) {
 	w := newWorld(t)
-	w.dataset(10, 3<<20)
-	w.keys()
+	w.fixture(true)
 	w.ok("export", "--from", "gen", "--to", "good", "--keys", "k")
 	w.ok("restore", "--from", "good", "--keys", "k", "--to", "reference")
 	full := w.path("full")
@@ -163,8 +162,7 @@ func lines(paths []string) []string {
 // nothing, and complete once the folder is writable.
 func TestIntegrationLocalReadOnly(t *testing.T) {
 	w := newWorld(t)
-	w.dataset(5, 0)
-	w.keys()
+	w.fixture(false)
 	w.ok("export", "--from", "gen", "--to", "good", "--keys", "k")
 	ro := w.path("ro")
 	if err := os.Mkdir(ro, 0o700); err != nil {
@@ -215,8 +213,7 @@ func TestIntegrationLocalUnreadableKeys(t *testing.T) {
 	// the test's temporary folder that holds it).
 	os.Chmod(filepath.Dir(w.Dir), 0o755)
 	os.Chmod(w.Dir, 0o755)
-	w.dataset(5, 0)
-	w.keys()
+	w.fixture(false)
 	w.ok("export", "--from", "gen", "--to", "good", "--keys", "k")
 	for _, p := range []string{"gen", "good"} {
 		filepath.Walk(w.path(p), func(p string, fi os.FileInfo, err error) error {

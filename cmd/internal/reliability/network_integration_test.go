@@ -6,12 +6,12 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ehrport/ehrport/cmd/internal/export"
 	"github.com/ehrport/ehrport/internal/faultproxy"
 	"github.com/ehrport/ehrport/internal/testserver"
-	"github.com/ehrport/ehrport/storage"
 )
 
 // netWorld is a source export on versitygw A and a target versitygw B,
@@ -43,13 +43,12 @@ func newNetWorld(t *testing.T, s uint64) *netWorld {
 	w.setenv(w.a.Env("directa")...)
 	w.setenv(w.b.Env("directb")...)
 	for _, n := range []string{"CLOUDA", "CLOUDB", "DIRECTA", "DIRECTB"} {
-		// A stalled connection is given up after 3 s (default 5 min).
-		w.setenv("EHRPORT_STORE_"+n+"_PART_SIZE=5MiB", "EHRPORT_STORE_"+n+"_IDLE_TIMEOUT=3s")
+		// A stalled connection is given up after 2 s (default 5 min).
+		w.setenv("EHRPORT_STORE_"+n+"_PART_SIZE=5MiB", "EHRPORT_STORE_"+n+"_IDLE_TIMEOUT=2s")
 	}
 	w.bucket("directa:src")
 	w.bucket("directb:dst")
-	w.dataset(20, 6<<20)
-	w.keys()
+	w.fixture(true)
 	w.ok("export", "--from", "gen", "--to", "directa:src/x", "--keys", "k", "--split-resources", "10")
 	w.objs = w.a.Committed("src", "x/", ".ehr")
 	return w
@@ -63,10 +62,10 @@ func (w *netWorld) migrate(to string) result {
 // every object the source's manifest lists is in exactly one of copied,
 // skipped or failed, and every copied or skipped one is at the target with
 // its size. It returns the keys reported failed.
-func (w *netWorld) checkReport(rep migrateReport, directTo string) []string {
+func (w *world) checkReport(rep migrateReport, srcRef, directTo string) []string {
 	w.t.Helper()
 	ctx := context.Background()
-	m, _, err := export.ReadManifest(ctx, w.store("directa:src/x"))
+	m, _, err := export.ReadManifest(ctx, w.store(srcRef))
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -111,25 +110,63 @@ func (w *netWorld) checkReport(rep migrateReport, directTo string) []string {
 	return failed
 }
 
+// outcome sorts a migration's end under a fault: recovered within the run
+// (exit 0, manifest written), or stopped cleanly: exit 4, no manifest at
+// the target, and either a report whose lists match the target exactly or,
+// when it stopped before its plan was made, an error naming what failed.
+// Anything else fails the test.
+func (w *world) outcome(r result, srcRef, direct string) (string, migrateReport) {
+	w.t.Helper()
+	var rep migrateReport
+	if r.Code == 4 && !strings.HasPrefix(strings.TrimSpace(r.Stdout), "{") {
+		if !strings.Contains(r.Stderr, "ehrport: error: ") || !strings.Contains(r.Stderr, ":src/") && !strings.Contains(r.Stderr, ":dst/") {
+			w.t.Fatalf("exit 4 before the plan, without an error naming the store and object:\n%s", r)
+		}
+		if w.hasManifest(direct) {
+			w.t.Fatal("a manifest stands at the target after a failed migration")
+		}
+		return "stopped cleanly before copying (exit 4, the error names the object), then the rerun completed", rep
+	}
+	rep = parseMigrate(w.t, r)
+	failed := w.checkReport(rep, srcRef, direct)
+	switch {
+	case r.Code == 0 && rep.ManifestWritten && len(failed) == 0:
+		return "recovered by retries within the run", rep
+	case r.Code == 4 && !rep.ManifestWritten && len(failed) > 0:
+		if w.hasManifest(direct) {
+			w.t.Fatal("a manifest stands at the target after a failed migration")
+		}
+		return fmt.Sprintf("stopped cleanly (exit 4, %d failed, listed exactly), then the rerun completed", len(failed)), rep
+	}
+	w.t.Fatalf("exit %d, manifest %v, failed %v: want 0, or 4 with the failures listed\n%s", r.Code, rep.ManifestWritten, failed, r)
+	return "", rep
+}
+
 // Faults between ehrport and the servers, through the proxy: each run
 // must recover with its retries, or stop cleanly with exit 4, no manifest
 // and a report that lists exactly what failed; a rerun without the fault
 // then completes. Verification through a faulty network must never report
 // corruption that is not there.
-func TestIntegrationNetworkFaults(t *testing.T) {
+func TestIntegrationNetwork(t *testing.T) {
 	s := seed(t)
 	w := newNetWorld(t, s)
+	networkFaults(t, w, s)
+	t.Run("outage", func(t *testing.T) { w.t = t; networkOutage(t, w, s) })
+	t.Run("export", func(t *testing.T) { w.t = t; networkExport(t, w, s) })
+}
+
+func networkFaults(t *testing.T, w *netWorld, s uint64) {
 	cases := []struct {
 		name  string
 		proxy *faultproxy.Proxy
 		fault faultproxy.Fault
 	}{
-		{"latency 20ms per chunk, both ways", nil, faultproxy.Fault{Latency: 20e6}},
+		{"latency 10ms per chunk, both ways", nil, faultproxy.Fault{Latency: 10e6}},
 		{"connection reset mid-download (source)", w.pa, faultproxy.Fault{Break: faultproxy.Reset, Dir: faultproxy.Down, AfterMin: 8 << 10, AfterMax: 64 << 10, Limit: 3}},
 		{"connection reset mid-upload (target)", w.pb, faultproxy.Fault{Break: faultproxy.Reset, Dir: faultproxy.Up, AfterMin: 8 << 10, AfterMax: 64 << 10, Limit: 3}},
 		{"response body truncated (source)", w.pa, faultproxy.Fault{Break: faultproxy.Truncate, Dir: faultproxy.Down, AfterMin: 8 << 10, AfterMax: 64 << 10, Limit: 3}},
-		{"stall part-way through a response (source)", w.pa, faultproxy.Fault{Break: faultproxy.Stall, Dir: faultproxy.Down, AfterMin: 8 << 10, AfterMax: 64 << 10, Limit: 2}},
-		{"stall part-way through an upload (target)", w.pb, faultproxy.Fault{Break: faultproxy.Stall, Dir: faultproxy.Up, AfterMin: 8 << 10, AfterMax: 64 << 10, Limit: 2}},
+		{"stall part-way through a response (source)", w.pa, faultproxy.Fault{Break: faultproxy.Stall, Dir: faultproxy.Down, AfterMin: 8 << 10, AfterMax: 64 << 10, Limit: 1}},
+		{"stall part-way through an upload (target)", w.pb, faultproxy.Fault{Break: faultproxy.Stall, Dir: faultproxy.Up, AfterMin: 8 << 10, AfterMax: 64 << 10, Limit: 1}},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -149,21 +186,8 @@ func TestIntegrationNetworkFaults(t *testing.T) {
 			if tc.fault.Break == faultproxy.None {
 				injected = w.pa.Stats().Conns + w.pb.Stats().Conns - conns // connections delayed
 			}
-			rep := parseMigrate(t, r)
-			failed := w.checkReport(rep, direct)
 			rec.Injected = injected
-			how := ""
-			switch {
-			case r.Code == 0 && rep.ManifestWritten:
-				how = "recovered by retries within the run"
-			case r.Code == 4 && !rep.ManifestWritten && len(failed) > 0:
-				how = fmt.Sprintf("stopped cleanly (exit 4, %d failed, listed), then the rerun completed", len(failed))
-				if w.hasManifest(direct) {
-					t.Errorf("a manifest stands at the target after a failed migration")
-				}
-			default:
-				t.Fatalf("exit %d, manifest %v, failed %v: want 0, or 4 with the failures listed\n%s", r.Code, rep.ManifestWritten, failed, r)
-			}
+			how, rep := w.outcome(r, "directa:src/x", direct)
 			for _, f := range rep.Failed {
 				t.Logf("failed: %s: %s", f.Key, f.Error)
 			}
@@ -205,9 +229,7 @@ func TestIntegrationNetworkFaults(t *testing.T) {
 // stays so: the migration must stop within its retry budget with exit 4,
 // write no manifest, and list exactly the objects it did not prove; once
 // the network heals, the same command finishes the job.
-func TestIntegrationNetworkOutage(t *testing.T) {
-	s := seed(t)
-	w := newNetWorld(t, s)
+func networkOutage(t *testing.T, w *netWorld, s uint64) {
 	rec := newRecord(t, "fault", "network: target unreachable part-way, for good", s)
 	rng := newRand(s)
 	at := 1 + rng.IntN(w.objs-1)
@@ -222,7 +244,7 @@ func TestIntegrationNetworkOutage(t *testing.T) {
 	if r.Code != 4 || rep.ManifestWritten || w.hasManifest("directb:dst/out") {
 		t.Fatalf("outage after %d objects: exit %d, manifest %v; want 4 and no manifest\n%s", at, r.Code, rep.ManifestWritten, r)
 	}
-	failed := w.checkReport(rep, "directb:dst/out")
+	failed := w.checkReport(rep, "directa:src/x", "directb:dst/out")
 	if len(failed) == 0 {
 		t.Fatal("the report lists no failure")
 	}
@@ -250,18 +272,20 @@ func TestIntegrationNetworkOutage(t *testing.T) {
 // Exports through a target whose connections reset mid-upload: an export
 // either completes or stops with exit 4 and no manifest; rerunning it then
 // completes.
-func TestIntegrationNetworkExport(t *testing.T) {
-	s := seed(t)
-	w := newNetWorld(t, s)
+func networkExport(t *testing.T, w *netWorld, s uint64) {
 	rec := newRecord(t, "fault", "network: connection reset mid-upload during an export", s)
-	w.pb.Set(faultproxy.Fault{Break: faultproxy.Reset, Dir: faultproxy.Up, AfterMin: 4 << 10, AfterMax: 64 << 10, Prob: 0.3, Limit: 3})
+	before := w.pb.Stats().Injected
+	w.pb.Set(faultproxy.Fault{Break: faultproxy.Reset, Dir: faultproxy.Up, AfterMin: 4 << 10, AfterMax: 64 << 10, Limit: 2})
 	r := w.run(exportArgs("cloudb:dst/e")...)
-	rec.Injected = w.pb.Stats().Injected
+	rec.Injected = w.pb.Stats().Injected - before
 	w.pb.Set(faultproxy.Fault{})
 	switch {
 	case r.Code == 0:
 		rec.How = "recovered by retries within the run"
 	case r.Code == 4:
+		if !strings.Contains(r.Stderr, "cloudb:dst/e") {
+			t.Errorf("the error does not name the object that failed:\n%s", r.Stderr)
+		}
 		if w.hasManifest("directb:dst/e") {
 			t.Fatal("a manifest stands after an export that failed")
 		}
@@ -281,5 +305,3 @@ func TestIntegrationNetworkExport(t *testing.T) {
 	}
 	rec.Recovered = rec.Injected
 }
-
-var _ = storage.ErrNotExist

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Measures ehrport's reliability and regenerates docs/RELIABILITY.md (issue #8):
+#   1. the fault and detection tests (cmd/internal/reliability, build tag
+#      integration) against private MinIO and versitygw servers they start
+#      and kill themselves; each writes its counts to EHRPORT_RELIABILITY_OUT;
+#   2. the bad-input corpus, testdata/bad/ (TestBadInputs in cmd/ehrport);
+#   3. every Go fuzz target, for FUZZTIME each (default 10s);
+#   4. the security checks, each a named test; a check whose test does not
+#      exist yet is written down as not yet measured.
+# Environment: EHRPORT_FAULT_ROUNDS (kill loops, default 5), EHRPORT_FAULT_SEED
+# (replay), FUZZTIME, RELIABILITY_RACE=1 (also run go test -race ./..., long),
+# RELIABILITY_DOC (output, default docs/RELIABILITY.md).
+# The document is written even when something fails, and says what; the exit
+# status is 0 only if everything that ran passed.
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$EHRPORT_ROOT"
+
+GO=${GO:-go}
+fuzztime=${FUZZTIME:-10s}
+doc=${RELIABILITY_DOC:-docs/RELIABILITY.md}
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+status=0
+start="$(now_ms)"
+
+bash scripts/install-servers.sh
+
+# ------------------------------------------------------------ 1. faults
+log "fault and detection tests (rounds: ${EHRPORT_FAULT_ROUNDS:-5})"
+fault_result=ok
+if ! EHRPORT_RELIABILITY_OUT="$out/faults.jsonl" "$GO" test -count=1 -p 1 -timeout 60m \
+	-tags integration -run '^TestIntegration' ./cmd/internal/reliability/ >"$out/faults.log" 2>&1; then
+	fault_result=FAIL
+	status=1
+	log "fault tests FAILED:"
+	grep -E -- '^(--- FAIL|FAIL|panic)' "$out/faults.log" >&2 || tail -n 30 "$out/faults.log" >&2
+fi
+
+# ------------------------------------------------------------ 2. bad inputs
+bad_files=0
+if [[ -d testdata/bad ]]; then
+	bad_files="$(find testdata/bad -type f ! -name EXPECTED.json | wc -l)"
+fi
+if "$GO" test -list '^TestBadInputs$' ./cmd/ehrport/ 2>/dev/null | grep -qx TestBadInputs; then
+	log "bad inputs: $bad_files files in testdata/bad"
+	if ! "$GO" test -count=1 -json -run '^TestBadInputs$' ./cmd/ehrport/ >"$out/bad.json" 2>"$out/bad.err"; then
+		status=1
+		log "bad-input test FAILED"
+	fi
+else
+	log "bad inputs: no TestBadInputs yet (not measured)"
+fi
+
+# ------------------------------------------------------------ 3. fuzzing
+: >"$out/fuzz.tsv"
+for pkg in $("$GO" list ./...); do
+	for target in $("$GO" test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz' || true); do
+		log "fuzz $pkg $target ($fuzztime)"
+		result=pass
+		if ! "$GO" test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" >"$out/fuzz.log" 2>&1; then
+			result=FAIL
+			status=1
+			tail -n 20 "$out/fuzz.log" >&2
+		fi
+		execs="$(grep -oE 'execs: [0-9]+' "$out/fuzz.log" | tail -n 1 | grep -oE '[0-9]+' || echo 0)"
+		printf '%s\t%s\t%s\t%s\t%s\n' "${pkg#"$("$GO" list -m)"/}" "$target" "$fuzztime" "$execs" "$result" >>"$out/fuzz.tsv"
+	done
+done
+
+# ------------------------------------------------------------ 4. security
+: >"$out/security.tsv"
+# check PKG TEST_REGEX DESCRIPTION: runs the test if it exists. For a
+# script test (TestScripts/NAME), the txtar file must exist.
+check() {
+	local pkg="$1" re="$2" what="$3" top="${2%%/*}" result
+	top="${top#^}"
+	top="${top%\$}"
+	if ! "$GO" test -list "^${top}\$" "$pkg" 2>/dev/null | grep -qx "$top"; then
+		result="not yet measured (no test)"
+	elif [[ "$re" == */* && ! -f "$pkg/testdata/script/$(basename "${re#*/}" | tr -d '^$').txtar" ]]; then
+		result="not yet measured (no script)"
+	elif "$GO" test -count=1 -run "$re" "$pkg" >"$out/sec.log" 2>&1; then
+		result=pass
+	else
+		result=FAIL
+		status=1
+		tail -n 20 "$out/sec.log" >&2
+	fi
+	log "security: $what: $result"
+	printf '%s\t%s\t%s\t%s\n' "$what" "$pkg" "$re" "$result" >>"$out/security.tsv"
+}
+check ./crypto/keys '^TestKeyFilesPrivateWhateverTheUmask$' "key files are created 0600 in a 0700 folder, whatever the umask"
+check ./crypto/keys '^TestKeyFileReadableByOthersRefused$' "key files that group or others can read are refused"
+check ./crypto/keys '^TestPassphraseNeverStored$' "the passphrase is never stored or echoed"
+check ./cmd/ehrport '^TestScripts$/^secrets$' "planted secrets never appear in logs, errors, --json output or reports"
+check ./storage '^TestSecretNeverPrints$' "credentials print as [redacted] in every format"
+check ./cmd/internal/export '^TestNoPlaintextOnDisk$' "no plaintext on disk during export (spool folder and output)"
+check ./cmd/internal/migrate '^TestMigrateNoPlaintextOnDisk$' "no plaintext on disk during migrate (watched TMPDIR)"
+check ./cmd/ehrport '^TestScripts$/^transport$' "http:// endpoints are refused unless allowed explicitly"
+check ./cmd/ehrport '^TestTLSVerifiedAgainstConfiguredCA$' "TLS certificates are verified against the configured CA"
+if [[ "${RELIABILITY_RACE:-}" == 1 ]]; then
+	if "$GO" test -race -count=1 ./... >"$out/race.log" 2>&1; then race=pass; else race=FAIL status=1; fi
+else
+	race="not run here (RELIABILITY_RACE=1 runs it; make check always does)"
+fi
+printf '%s\t%s\t%s\t%s\n' "go test -race passes across the whole suite" "./..." "-race" "$race" >>"$out/security.tsv"
+if timeout 300 "$GO" tool govulncheck ./... >"$out/vuln.log" 2>&1; then
+	vuln=pass
+elif grep -qiE 'dial|lookup|network|connect' "$out/vuln.log"; then
+	vuln="not measured (the vulnerability database is unreachable from here)"
+else
+	vuln=FAIL
+	status=1
+fi
+printf '%s\t%s\t%s\t%s\n' "govulncheck finds no known vulnerability" "./..." "govulncheck" "$vuln" >>"$out/security.tsv"
+
+# ------------------------------------------------------------ document
+dirty=""
+if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then dirty=" (with uncommitted changes)"; fi
+{
+	printf 'date\t%s\n' "$(date -u +%Y-%m-%d)"
+	printf 'commit\t%s%s\n' "$(git rev-parse --short HEAD)" "$dirty"
+	printf 'cpus\t%s\n' "$(nproc)"
+	printf 'go\t%s\n' "$("$GO" env GOVERSION)"
+	printf 'rounds\t%s\n' "${EHRPORT_FAULT_ROUNDS:-5}"
+	printf 'fuzztime\t%s\n' "$fuzztime"
+	printf 'fault_result\t%s\n' "$fault_result"
+	printf 'bad_files\t%s\n' "$bad_files"
+} >"$out/meta.tsv"
+"$GO" run ./cmd/internal/reliability/reltable "$out" >"$out/RELIABILITY.md"
+mv "$out/RELIABILITY.md" "$doc"
+log "wrote $doc in $(since "$start") (status $status)"
+exit "$status"
