@@ -9,7 +9,8 @@
 #      exist yet is written down as not yet measured.
 # Environment: EHRPORT_FAULT_ROUNDS (kill loops, default 5), EHRPORT_FAULT_SEED
 # (replay), FUZZTIME, RELIABILITY_RACE=1 (also run go test -race ./..., long),
-# RELIABILITY_DOC (output, default docs/RELIABILITY.md).
+# RELIABILITY_DOC (output, default docs/RELIABILITY.md), RELIABILITY_KEEP=DIR
+# (keep the raw figures and logs there).
 # The document is written even when something fails, and says what; the exit
 # status is 0 only if everything that ran passed.
 set -euo pipefail
@@ -44,7 +45,14 @@ bad_files=0
 if [[ -d testdata/bad ]]; then
 	bad_files="$(find testdata/bad -type f ! -name EXPECTED.json | wc -l)"
 fi
-if "$GO" test -list '^TestBadInputs$' ./cmd/ehrport/ 2>/dev/null | grep -qx TestBadInputs; then
+# has PKG TEST: the test exists. (The list is read whole: with pipefail,
+# grep -q stopping early would fail the pipe.)
+has() {
+	local list
+	list="$("$GO" test -list "^$2\$" "$1" 2>/dev/null || true)"
+	grep -qx "$2" <<<"$list"
+}
+if has ./cmd/ehrport/ TestBadInputs; then
 	log "bad inputs: $bad_files files in testdata/bad"
 	if ! "$GO" test -count=1 -json -run '^TestBadInputs$' ./cmd/ehrport/ >"$out/bad.json" 2>"$out/bad.err"; then
 		status=1
@@ -78,7 +86,7 @@ check() {
 	local pkg="$1" re="$2" what="$3" top="${2%%/*}" result
 	top="${top#^}"
 	top="${top%\$}"
-	if ! "$GO" test -list "^${top}\$" "$pkg" 2>/dev/null | grep -qx "$top"; then
+	if ! has "$pkg" "$top"; then
 		result="not yet measured (no test)"
 	elif [[ "$re" == */* && ! -f "$pkg/testdata/script/$(basename "${re#*/}" | tr -d '^$').txtar" ]]; then
 		result="not yet measured (no script)"
@@ -132,5 +140,9 @@ if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then d
 } >"$out/meta.tsv"
 "$GO" run ./cmd/internal/reliability/reltable "$out" >"$out/RELIABILITY.md"
 mv "$out/RELIABILITY.md" "$doc"
+if [[ -n "${RELIABILITY_KEEP:-}" ]]; then
+	mkdir -p "$RELIABILITY_KEEP"
+	cp -r "$out"/. "$RELIABILITY_KEEP"/
+fi
 log "wrote $doc in $(since "$start") (status $status)"
 exit "$status"

@@ -37,10 +37,16 @@ func idleServer(t *testing.T, size, chunk, stallAt int, gap time.Duration) *S3St
 		}
 	}))
 	t.Cleanup(srv.Close)
+	return storeAt(t, srv.URL, "400ms")
+}
+
+// storeAt is an S3 store at a plain-http test server with an idle timeout.
+func storeAt(t *testing.T, url, idle string) *S3Store {
+	t.Helper()
 	cfg, err := LoadConfig(os.DevNull, []string{
-		"EHRPORT_STORE_IDLE_ENDPOINT=" + srv.URL, "EHRPORT_STORE_IDLE_ACCESS_KEY=a", "EHRPORT_STORE_IDLE_SECRET_KEY=b",
+		"EHRPORT_STORE_IDLE_ENDPOINT=" + url, "EHRPORT_STORE_IDLE_ACCESS_KEY=a", "EHRPORT_STORE_IDLE_SECRET_KEY=b",
 		"EHRPORT_STORE_IDLE_ALLOW_HTTP=true", "EHRPORT_STORE_IDLE_PATH_STYLE=path", "EHRPORT_STORE_IDLE_REGION=us-east-1",
-		"EHRPORT_STORE_IDLE_IDLE_TIMEOUT=400ms",
+		"EHRPORT_STORE_IDLE_IDLE_TIMEOUT=" + idle,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -101,20 +107,9 @@ func TestIdleTimeoutNoHeaders(t *testing.T) {
 		<-r.Context().Done()
 	}))
 	t.Cleanup(srv.Close)
-	cfg, err := LoadConfig(os.DevNull, []string{
-		"EHRPORT_STORE_MUTE_ENDPOINT=" + srv.URL, "EHRPORT_STORE_MUTE_ACCESS_KEY=a", "EHRPORT_STORE_MUTE_SECRET_KEY=b",
-		"EHRPORT_STORE_MUTE_ALLOW_HTTP=true", "EHRPORT_STORE_MUTE_PATH_STYLE=path", "EHRPORT_STORE_MUTE_REGION=us-east-1",
-		"EHRPORT_STORE_MUTE_IDLE_TIMEOUT=300ms",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := OpenRef(cfg, "mute:bucket")
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := storeAt(t, srv.URL, "300ms")
 	body := []byte("a small object that fits in the socket buffers")
-	err = st.Put(context.Background(), "k", bytes.NewReader(body), int64(len(body)), PutOptions{})
+	err := st.Put(context.Background(), "k", bytes.NewReader(body), int64(len(body)), PutOptions{})
 	if !errors.Is(err, ErrUnavailable) || !Retryable(err) || errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("put to a mute server: %v; want a retryable ErrUnavailable that is not a context deadline", err)
 	}

@@ -498,54 +498,21 @@ func (w *world) restoreAndCompare(ref, input string) (n int, tl tally) {
 
 // ---------------------------------------------------------------- figures
 
-// record is one scenario's counts, written as a JSON line to the file
-// named by EHRPORT_RELIABILITY_OUT when the test ends (pass or fail), for
-// scripts/reliability.sh to turn into docs/RELIABILITY.md.
-type record struct {
-	Group    string `json:"group"` // "fault" or "detect"
-	Scenario string `json:"scenario"`
-	Test     string `json:"test"`
-	// Injected is how many faults hit a run part-way.
-	Injected int `json:"injected"`
-	// Recovered counts runs that ended complete and verified: by retries
-	// within the run, or by rerunning the same command.
-	Recovered int `json:"recovered"`
-	// Detected counts injected corruption that was reported (exit code
-	// and a finding naming the object), for detection scenarios.
-	Detected   int    `json:"detected"`
-	Lost       int    `json:"lost"`
-	Corrupted  int    `json:"corrupted"`
-	Duplicated int    `json:"duplicated"`
-	How        string `json:"how"`
-	Seed       uint64 `json:"seed,omitempty"`
-	Passed     bool   `json:"passed"`
-	Seconds    int    `json:"seconds"`
-}
+// record is a scenario's Record, written when its test ends.
+type record = Record
 
-var recordMu sync.Mutex
-
-// newRecord starts a scenario's record; it is written when the test ends.
+// newRecord starts a scenario's record; it is appended to the file named
+// by EHRPORT_RELIABILITY_OUT when the test ends, passed or failed.
 func newRecord(t *testing.T, group, scenario string, seed uint64) *record {
 	r := &record{Group: group, Scenario: scenario, Test: t.Name(), Seed: seed}
 	start := time.Now()
 	t.Cleanup(func() {
 		r.Passed = !t.Failed()
 		r.Seconds = int(time.Since(start).Round(time.Second).Seconds())
-		b, _ := json.Marshal(r)
-		t.Logf("record: %s", b)
-		path := os.Getenv("EHRPORT_RELIABILITY_OUT")
-		if path == "" {
-			return
+		t.Logf("record: %+v", *r)
+		if err := r.Append(); err != nil {
+			t.Errorf("%s: %v", OutEnv, err)
 		}
-		recordMu.Lock()
-		defer recordMu.Unlock()
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-		if err != nil {
-			t.Errorf("EHRPORT_RELIABILITY_OUT: %v", err)
-			return
-		}
-		defer f.Close()
-		f.Write(append(b, '\n'))
 	})
 	return r
 }

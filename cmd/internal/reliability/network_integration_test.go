@@ -183,11 +183,13 @@ func networkFaults(t *testing.T, w *netWorld, s uint64) {
 			conns := w.pa.Stats().Conns + w.pb.Stats().Conns
 			r := w.migrate(ref)
 			injected := w.pa.Stats().Injected + w.pb.Stats().Injected - before
+			how, rep := w.outcome(r, "directa:src/x", direct)
 			if tc.fault.Break == faultproxy.None {
-				injected = w.pa.Stats().Conns + w.pb.Stats().Conns - conns // connections delayed
+				// One slow run: every connection of it was delayed.
+				how = fmt.Sprintf("%d connections delayed; %s", w.pa.Stats().Conns+w.pb.Stats().Conns-conns, how)
+				injected = 1
 			}
 			rec.Injected = injected
-			how, rep := w.outcome(r, "directa:src/x", direct)
 			for _, f := range rep.Failed {
 				t.Logf("failed: %s: %s", f.Key, f.Error)
 			}

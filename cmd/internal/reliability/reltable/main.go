@@ -20,24 +20,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/ehrport/ehrport/cmd/internal/reliability"
 )
 
-// record is what each fault test writes (cmd/internal/reliability).
-type record struct {
-	Group      string `json:"group"`
-	Scenario   string `json:"scenario"`
-	Test       string `json:"test"`
-	Injected   int    `json:"injected"`
-	Recovered  int    `json:"recovered"`
-	Detected   int    `json:"detected"`
-	Lost       int    `json:"lost"`
-	Corrupted  int    `json:"corrupted"`
-	Duplicated int    `json:"duplicated"`
-	How        string `json:"how"`
-	Seed       uint64 `json:"seed"`
-	Passed     bool   `json:"passed"`
-	Seconds    int    `json:"seconds"`
-}
+// record is what each fault test writes.
+type record = reliability.Record
 
 func main() {
 	if len(os.Args) != 2 {
@@ -90,6 +78,12 @@ func write(w io.Writer, dir string) error {
 	p("- **Network**: `internal/faultproxy`, a TCP proxy on 127.0.0.1 below TLS: latency per chunk, resets (RST) and clean cuts (FIN) after a random byte, and stalls that hold the connection open. Stores are configured with `idle_timeout = 2s` there (default 5m).\n")
 	p("- **Local**: a 1 MiB tmpfs or a read-only bind mount in a mount namespace of the command's own (root or a user namespace), so it holds for root too; an unreadable key folder (mode 0000, the command run as nobody when the tests run as root).\n")
 	p("- **Checks after every fault**: the interrupted run's exit code and what it left (no manifest, no temporary or partial file under a final name); the rerun of the same command; `verify --deep` (and `--against` the source for migrations); for exports, a restore compared resource by resource with the input, independently of ehrport's own summary. *Lost* counts objects or resources missing, *corrupted* those with other bytes; duplicates and unexplained findings fail the test.\n\n")
+	p("## Found by these tests, and fixed\n\n")
+	p("| fault | what ehrport did | now | commit |\n|---|---|---|---|\n")
+	for _, f := range found {
+		p("| %s | %s | %s | %s |\n", f[0], f[1], f[2], f[3])
+	}
+	p("\n")
 	p("Run it: `make reliability` (fault tests, bad inputs, fuzzing, security checks, then this file). `EHRPORT_FAULT_ROUNDS=20 make reliability` for longer loops, `FUZZTIME=10m` for longer fuzzing.\n")
 	return nil
 }
@@ -118,7 +112,7 @@ func faults(w io.Writer, recs []record, result string) {
 		p("| not measured: no fault records | | | | | | |\n")
 	}
 	p("| **total** | **%d** | **%d** | **%d** | **%d** | | |\n\n", t.Injected, t.Recovered, t.Lost, t.Corrupted)
-	p("*Injected*: faults that hit a run part-way (for the network, connections broken or delayed). *Recovered*: of those, the runs that ended complete and verified, by their own retries or by rerunning the same command.\n\n")
+	p("*Injected*: faults that hit a run part-way (for the network: connections broken; latency counts as one slow run). *Recovered*: of those, the runs that ended complete and verified, by their own retries or by rerunning the same command.\n\n")
 }
 
 func detects(w io.Writer, recs []record) {
@@ -304,4 +298,15 @@ func group(n int64) string {
 		s = s[:i] + "," + s[i:]
 	}
 	return s
+}
+
+// found lists what the fault tests caught in ehrport, for the record: each
+// has a regression test beside the fix.
+var found = [][4]string{
+	{"stall part-way through a response or an upload (proxy)", "waited for ever: HTTP bodies had no timeout", "`idle_timeout` (default 5m): the connection fails as unavailable and is retried (storage/idle_test.go)", "3321418"},
+	{"server silent after a request (proxy)", "net/http's header timeout looked like the caller's deadline: not retried, and reported as a target that lost bytes", "unavailable, retried", "3321418"},
+	{"manifest Put answered with an error after the server committed it", "the failed export deleted its objects under the standing manifest: an export that looks complete and is not", "the manifest is removed first; if it cannot be, the objects stay (cmd/internal/export/discard_test.go)", "cae8a4d"},
+	{"export target killed (SIGKILL)", "about 20 s of retried deletes, one per object, against the dead server before exit 4", "cleanup stops at the first delete that finds the store down", "cae8a4d"},
+	{"reset while migrate reads the source's manifest (proxy)", "exit 4 before the run started", "retried like any copy (cmd/internal/migrate/plan_retry_test.go)", "0962b15"},
+	{"source killed as migrate reads the signature, its last step", "exit 4 without a report", "retried, and filed in the report if the source stays down", "d9c7076"},
 }
