@@ -172,16 +172,12 @@ func passphraseSource(label string, confirm bool, envs ...string) func() ([]byte
 			return nil, usagef("no passphrase for %s: set %s or run on a terminal", label, envs[0])
 		}
 		defer tty.Close()
-		fmt.Fprintf(tty, "Passphrase for %s: ", label)
-		p, err := term.ReadPassword(int(tty.Fd()))
-		fmt.Fprintln(tty)
+		p, err := readSecret(tty, fmt.Sprintf("Passphrase for %s: ", label))
 		if err != nil {
 			return nil, usagef("reading passphrase: %v", err)
 		}
 		if confirm {
-			fmt.Fprintf(tty, "Repeat passphrase: ")
-			q, err := term.ReadPassword(int(tty.Fd()))
-			fmt.Fprintln(tty)
+			q, err := readSecret(tty, "Repeat passphrase: ")
 			if err != nil || string(p) != string(q) {
 				return nil, usagef("passphrases do not match")
 			}
