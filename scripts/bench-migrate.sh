@@ -466,13 +466,13 @@ versions() {
 	echo
 	echo '```sh'
 	echo '# migration, A -> B'
-	echo 'bin/ehrport --json migrate --from clouda:SRC --to cloudb:DST            # full proof of every object (defaults: --concurrency 8 --parallel 2 --part-size 16MiB)'
+	echo 'bin/ehrport --json migrate --from clouda:SRC --to cloudb:DST            # full proof of every object (defaults: --concurrency 8 --parallel 1 --large-in-flight 2 --part-size 16MiB --single-put-max 5GiB)'
 	echo 'env -u AWS_CA_BUNDLE rclone --ca-cert CA --s3-no-check-bucket copy bencha:SRC benchb:DST --transfers 32 --checkers 32              # small'
 	echo 'env -u AWS_CA_BUNDLE rclone --ca-cert CA --s3-no-check-bucket copy bencha:SRC benchb:DST --s3-chunk-size 16M --s3-upload-concurrency 8  # large'
 	echo 'mc mirror --quiet bencha/SRC benchb/DST                                   # MC_HOST_* aliases, CA in MC_CONFIG_DIR/certs/CAs'
 	echo 's5cmd --endpoint-url A cp "s3://SRC/*" LOCALDIR/ && s5cmd --endpoint-url B cp "LOCALDIR/*" s3://DST/   # AWS_CA_BUNDLE; LOCALDIR on the local disk (TMPDIR)'
 	echo '# verification of ehrport'"'"'s copy against the source'
-	echo 'bin/ehrport verify --json --at cloudb:DST --against clouda:SRC           # default --concurrency 4'
+	echo 'bin/ehrport verify --json --at cloudb:DST --against clouda:SRC           # default --concurrency 4; both sides read at once'
 	echo 'env -u AWS_CA_BUNDLE rclone --ca-cert CA check --download bencha:SRC benchb:DST [--checkers 32 for small]'
 	echo '```'
 	echo

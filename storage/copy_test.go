@@ -628,13 +628,18 @@ func BenchmarkCopy(b *testing.B) {
 			}},
 		}
 		if set.name == "large" {
-			// Range reads in flight per object: 1 is one plain Get.
-			for _, par := range []int{1, 4} {
+			// Range reads in flight per object (the default, 1, is one
+			// plain Get), and the upload in parts instead of one PUT.
+			for _, v := range []struct{ par, single int64 }{{2, 0}, {4, 0}, {0, -1}, {2, -1}} {
+				name := fmt.Sprintf("%s-parallel%d", storage.ProofServerChecksum, max(v.par, storage.DefaultCopyParallel))
+				if v.single < 0 {
+					name += "-parts"
+				}
 				modes = append(modes, struct {
 					name string
 					copy func(ctx context.Context, o obj) error
-				}{fmt.Sprintf("%s-parallel%d", storage.ProofServerChecksum, par), func(ctx context.Context, o obj) error {
-					_, err := storage.Copy(ctx, src, dst, o.key, storage.CopyOptions{Size: o.size, SHA256: o.sum, Parallel: par, TrustServerChecksum: caps.VerifiesChecksums})
+				}{name, func(ctx context.Context, o obj) error {
+					_, err := storage.Copy(ctx, src, dst, o.key, storage.CopyOptions{Size: o.size, SHA256: o.sum, Parallel: int(v.par), SinglePutMax: v.single, TrustServerChecksum: caps.VerifiesChecksums})
 					return err
 				}})
 			}
