@@ -169,6 +169,9 @@ func New(o Options) (*Client, error) {
 	if base.RawQuery != "" || base.Fragment != "" {
 		return nil, fmt.Errorf("bulk: base URL %s must not have a query or fragment", redact(o.BaseURL))
 	}
+	if !tokenAllowed(base) {
+		return nil, fmt.Errorf("bulk: base URL %s is plain http, which would carry health records unencrypted: use https (plain http only to a server on this machine: 127.0.0.1, ::1 or localhost)", redact(o.BaseURL))
+	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{}
 	}
@@ -617,13 +620,17 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= 10 {
 		return &redirectPolicyError{"stopped after 10 redirects"}
 	}
+	if !tokenAllowed(req.URL) {
+		return &redirectPolicyError{fmt.Sprintf("refusing a redirect to plain http %s (health records would travel unencrypted)", redact(req.URL.String()))}
+	}
 	if req.Header.Get("Authorization") != "" && via[len(via)-1].URL.Scheme == "https" && req.URL.Scheme != "https" {
 		return &redirectPolicyError{fmt.Sprintf("refusing a redirect from https to %s with the bearer token", redact(req.URL.String()))}
 	}
 	return nil
 }
 
-// tokenAllowed: tokens travel over https, or over http only to loopback.
+// tokenAllowed: tokens and health records travel over https, or over http
+// only to loopback (a server on this machine).
 func tokenAllowed(u *url.URL) bool {
 	if u.Scheme == "https" {
 		return true
@@ -714,6 +721,9 @@ var errNoResponse = errors.New("no response in time (RequestTimeout)")
 // headers arrive and, except for downloads, for the whole body too; for
 // downloads, StallTimeout between two reads that return data.
 func (c *Client) do(ctx context.Context, req *http.Request, download bool) (*http.Response, error) {
+	if !tokenAllowed(req.URL) {
+		return nil, &redirectPolicyError{fmt.Sprintf("refusing plain http %s: health records would travel unencrypted; the server must offer its files over https", redact(req.URL.String()))}
+	}
 	rctx, cancel := context.WithCancelCause(ctx)
 	timer := time.AfterFunc(c.o.RequestTimeout, func() { cancel(errNoResponse) })
 	resp, err := c.hc.Do(req.WithContext(rctx))

@@ -538,8 +538,11 @@ func TestCheckRedirect(t *testing.T) {
 	if err := checkRedirect(mk("http://x.test/a", true), []*http.Request{mk("https://x.test/a", true)}); err == nil {
 		t.Error("https -> http with token followed")
 	}
-	if err := checkRedirect(mk("http://x.test/a", false), []*http.Request{mk("https://x.test/a", false)}); err != nil {
-		t.Errorf("https -> http without token refused: %v", err)
+	if err := checkRedirect(mk("http://x.test/a", false), []*http.Request{mk("https://x.test/a", false)}); err == nil {
+		t.Error("https -> plain http on another machine followed: health records would travel unencrypted")
+	}
+	if err := checkRedirect(mk("http://127.0.0.1/a", false), []*http.Request{mk("https://x.test/a", false)}); err != nil {
+		t.Errorf("https -> http on loopback without token refused: %v", err)
 	}
 	if err := checkRedirect(mk("https://x.test/a", true), slices.Repeat([]*http.Request{mk("https://x.test/a", true)}, 10)); err == nil {
 		t.Error("11th redirect followed")
@@ -567,8 +570,9 @@ func TestTokenNeverOverPlainHTTP(t *testing.T) {
 			t.Errorf("tokenAllowed(%s) = %v", raw, !want)
 		}
 	}
-	c, _ := New(Options{BaseURL: "http://ehr.invalid/fhir", Auth: StaticToken("t")})
-	_, err := c.Kickoff(context.Background(), Request{})
+	// New refuses the base URL outright (TestPlainHTTPOnlyToLoopback), so
+	// no token can be sent to it either.
+	_, err := New(Options{BaseURL: "http://ehr.invalid/fhir", Auth: StaticToken("t")})
 	if err == nil || !strings.Contains(err.Error(), "plain http") {
 		t.Fatalf("err = %v", err)
 	}
