@@ -131,10 +131,8 @@ func (r *Reader) readSeg() *job {
 }
 
 // advance releases the current segment and makes the next one current,
-// waiting for it to authenticate. A synchronous Reader opens it now: into
-// dst when dst is given and can hold its whole plaintext (ready is then
-// set, and the plaintext is in dst[:cur.n]), else in place.
-func (r *Reader) advance(dst []byte) error {
+// waiting for it to authenticate (a synchronous Reader opens it now).
+func (r *Reader) advance() error {
 	if r.cur != nil {
 		putBuf(r.p.SegmentSize, r.cur.buf)
 		r.cur = nil
@@ -151,16 +149,7 @@ func (r *Reader) advance(dst []byte) error {
 	r.queue = r.queue[1:]
 	j.wait()
 	if r.pool.sync() && j.err == nil {
-		if dst != nil && j.n-TagSize <= len(dst) && j.n >= TagSize {
-			// Go's GCM clears dst when the tag does not verify.
-			out, err := r.aead.Open(dst[:0], j.nonce(&r.prefix), j.buf[:j.n], nil)
-			if err != nil {
-				j.err = &SegmentError{Segment: j.idx, Err: ErrAuth}
-			}
-			j.n, j.ready = len(out), true
-		} else {
-			r.open(j)
-		}
+		r.open(j)
 	}
 	if j.err != nil {
 		if j.buf != nil {
@@ -173,17 +162,19 @@ func (r *Reader) advance(dst []byte) error {
 	return nil
 }
 
-// Read returns authenticated plaintext; see the type's comment.
+// Read returns authenticated plaintext; see the type's comment. Given room
+// for a whole segment, a synchronous Reader reads it straight into p and
+// opens it there, using p as scratch space as io.Reader allows.
 func (r *Reader) Read(p []byte) (int, error) {
 	for r.cur == nil || r.off == r.cur.n {
-		if err := r.advance(p); err != nil {
-			return 0, err
-		}
-		if r.cur.ready {
-			r.off = r.cur.n
-			if r.cur.n > 0 {
-				return r.cur.n, nil
+		if r.pool.sync() && len(r.queue) == 0 && !r.srcDone && r.err == nil && len(p) >= r.p.SegmentSize {
+			if n, err := r.readInto(p); n > 0 || err != nil {
+				return n, err
 			}
+			continue
+		}
+		if err := r.advance(); err != nil {
+			return 0, err
 		}
 	}
 	n := copy(p, r.cur.buf[r.off:r.cur.n])
@@ -211,7 +202,7 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	}
 	if r.pool.sync() {
 		for {
-			if err := r.advance(nil); err != nil {
+			if err := r.advance(); err != nil {
 				if err == io.EOF {
 					return total, nil
 				}
@@ -252,4 +243,61 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	}
 	r.eof = true
 	return total, nil
+}
+
+// readInto reads the next segment straight into p, which holds a whole
+// segment, and opens it there: a synchronous Reader then copies nothing
+// itself. The byte that tells whether the segment is the last is read on
+// its own.
+func (r *Reader) readInto(p []byte) (int, error) {
+	if r.cur != nil {
+		putBuf(r.p.SegmentSize, r.cur.buf)
+		r.cur = nil
+	}
+	if r.next >= MaxSegments {
+		r.err = &SegmentError{Segment: r.next, Err: ErrTooManySegments}
+		return 0, r.err
+	}
+	j := job{idx: r.next}
+	pos := 0
+	if r.hasCarry {
+		p[0] = r.carry
+		pos = 1
+	}
+	limit := r.p.SegmentSize
+	if r.next == 0 {
+		limit -= HeaderLen
+	}
+	m, err := io.ReadFull(r.src, p[pos:limit])
+	j.n = pos + m
+	if err == nil {
+		var b [1]byte
+		if _, err = io.ReadFull(r.src, b[:]); err == nil {
+			r.carry, r.hasCarry = b[0], true
+		}
+	}
+	switch err {
+	case nil:
+	case io.EOF, io.ErrUnexpectedEOF:
+		j.last = true
+		r.srcDone = true
+	default:
+		r.err = err
+		return 0, err
+	}
+	r.next++
+	out, oerr := []byte(nil), error(nil)
+	if j.n >= TagSize {
+		// Go's GCM clears the plaintext when the tag does not verify.
+		out, oerr = r.aead.Open(p[:0], j.nonce(&r.prefix), p[:j.n], nil)
+	}
+	if j.n < TagSize || oerr != nil {
+		r.err = &SegmentError{Segment: j.idx, Err: ErrAuth}
+		return 0, r.err
+	}
+	r.eof = j.last
+	if r.eof && len(out) == 0 {
+		return 0, io.EOF
+	}
+	return len(out), nil
 }

@@ -134,8 +134,8 @@ type job struct {
 	n    int    // input bytes in buf; after run, output bytes
 	idx  uint64
 	last bool
-	// ready: buf already holds the output (a synchronous stream sealed it
-	// straight from the caller's slice, or opened it into the caller's).
+	// ready: buf already holds the output (a synchronous Writer sealed it
+	// straight from the caller's slice).
 	ready bool
 	err   error
 	done  chan struct{} // closed after run; nil when run synchronously
