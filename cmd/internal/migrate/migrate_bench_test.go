@@ -37,14 +37,14 @@ import (
 // --against` does (untimed, but in the profiles). Copies are deleted after
 // each round.
 func BenchmarkMigrateLarge(b *testing.B) {
-	cfg := testbedB(b)
+	cfg := testbed(b)
 	mib := envInt(b, "EHRPORT_BENCH_LARGE_MIB", 256)
 	n := envInt(b, "EHRPORT_BENCH_LARGE_N", 4)
 	bucket := os.Getenv("EHRPORT_BENCH_SRC_BUCKET")
 	if bucket == "" {
 		bucket = randomName("bench-src-")
 	}
-	src := s3LocationB(b, cfg, "clouda", bucket, fmt.Sprintf("large-%dx%d", n, mib))
+	src := s3Location(b, cfg, "clouda", bucket, fmt.Sprintf("large-%dx%d", n, mib))
 	total := largeExport(b, src, n, int64(mib)<<20)
 	dstBucket := randomName("bench-dst-")
 	if os.Getenv("GOMEMLIMIT") == "" {
@@ -54,7 +54,7 @@ func BenchmarkMigrateLarge(b *testing.B) {
 	b.SetBytes(total)
 	b.ResetTimer()
 	for i := range b.N {
-		dst := s3LocationB(b, cfg, "cloudb", dstBucket, "r"+strconv.Itoa(i))
+		dst := s3Location(b, cfg, "cloudb", dstBucket, "r"+strconv.Itoa(i))
 		rep, err := Run(ctx, opts(b, src, dst))
 		if err != nil {
 			b.Fatal(err)
@@ -101,35 +101,6 @@ func opts(b *testing.B, src, dst storage.Store) Options {
 	o.PartSize = int64(envInt(b, "EHRPORT_BENCH_PART_MIB", 0)) << 20
 	o.SinglePutMax = int64(envInt(b, "EHRPORT_BENCH_SINGLE_PUT_MAX_MIB", 0)) << 20
 	return o
-}
-
-func testbedB(b *testing.B) *storage.Config {
-	b.Helper()
-	if os.Getenv("EHRPORT_TESTBED") == "" {
-		b.Skip("the S3 test bed is not up: run `make testbed-up` and source .cache/testbed/env")
-	}
-	cfg, err := storage.LoadConfig(os.DevNull, os.Environ())
-	if err != nil {
-		b.Fatal(err)
-	}
-	return cfg
-}
-
-func s3LocationB(b *testing.B, cfg *storage.Config, cloud, bucket, prefix string) *storage.S3Store {
-	b.Helper()
-	st, err := storage.OpenRef(cfg, cloud+":"+bucket+"/"+prefix)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s3 := st.(*storage.S3Store)
-	if ok, err := s3.BucketExists(context.Background()); err != nil {
-		b.Fatal(err)
-	} else if !ok {
-		if err := s3.CreateBucket(context.Background()); err != nil {
-			b.Fatal(err)
-		}
-	}
-	return s3
 }
 
 func envInt(b *testing.B, name string, def int) int {

@@ -25,7 +25,7 @@ import (
 	"github.com/ehrport/ehrport/storage"
 )
 
-func testbed(t *testing.T) *storage.Config {
+func testbed(t testing.TB) *storage.Config {
 	t.Helper()
 	if os.Getenv("EHRPORT_TESTBED") == "" {
 		t.Fatal("the S3 test bed is not up: run `make testbed-up` and source .cache/testbed/env (make test does both)")
@@ -38,7 +38,7 @@ func testbed(t *testing.T) *storage.Config {
 }
 
 // s3Location opens cloud:bucket/prefix, creating the bucket.
-func s3Location(t *testing.T, cfg *storage.Config, cloud, bucket, prefix string) *storage.S3Store {
+func s3Location(t testing.TB, cfg *storage.Config, cloud, bucket, prefix string) *storage.S3Store {
 	t.Helper()
 	st, err := storage.OpenRef(cfg, cloud+":"+bucket+"/"+prefix)
 	if err != nil {
