@@ -17,7 +17,8 @@
 # X25519 identity file, which needs no unlocking.
 #
 # Unless BENCH_RECORD=0 it writes the "## Encryption" section of
-# docs/BENCHMARKS.md (a hand-written "### Analysis" subsection is kept).
+# docs/BENCHMARKS.md (a hand-written "### Analysis" subsection is kept), its
+# entries of docs/benchmarks.json and the Summary made from them.
 #
 # Usage: bash scripts/bench-crypto.sh [ROUNDS]
 # Env:   BENCH_MIB (1024), BENCH_DIR (/dev/shm when it has room, so that the
@@ -40,6 +41,7 @@ RECORD=${BENCH_RECORD:-1}
 T_START=$(now_ms)
 
 [[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (apt-get install -y time)"
+require jq
 if ! command -v age >/dev/null || ! command -v age-keygen >/dev/null; then
 	log "installing age"
 	SUDO=""
@@ -173,8 +175,33 @@ ratio() { paste -d' ' "$W/age_$1" "$W/ehr_$1" | awk '{printf "%.3f\n", $1 / $4}'
 	awk -v p="$peak" 'BEGIN {printf "- ehrport peak RSS: **%.1f MB** over every run (target < 64 MB)\n", p / 1024}'
 } >"$W/section.md"
 
+# Entries of docs/benchmarks.json: throughput at the median time, the
+# median per-round ratio, and peak RSS.
+ENTRIES="$W/entries.json"
+for op in enc dec; do
+	word=encrypt
+	[[ $op == dec ]] && word=decrypt
+	read -r e _ _ < <(col "ehr_$op" 1 | bench_stat3)
+	read -r a _ _ < <(col "age_$op" 1 | bench_stat3)
+	read -r ratio _ _ < <(ratio $op | bench_stat3)
+	jq -nc --arg name "file encryption ${MIB} MiB: $word throughput" --arg peer "age $([[ $op == dec ]] && echo -d || echo -r)" \
+		--argjson e "$(awk -v m="$MIB" -v ms="$e" 'BEGIN {print m * 1000 / ms}')" --argjson p "$(awk -v m="$MIB" -v ms="$a" 'BEGIN {print m * 1000 / ms}')" \
+		--argjson ratio "$ratio" \
+		'def r2: . * 100 | round / 100; {name: $name, unit: "MiB/s", ehrport: ($e | r2), peer_name: $peer, peer: ($p | r2), ratio: ($ratio | r2), better: "higher"}' >>"$ENTRIES"
+	e=$(col "ehr_$op" 2 | sort -n | tail -n 1)
+	a=$(col "age_$op" 2 | sort -n | tail -n 1)
+	jq -nc --arg name "file encryption ${MIB} MiB: $word peak RSS" --arg peer "age $([[ $op == dec ]] && echo -d || echo -r)" \
+		--argjson e "$(awk -v k="$e" 'BEGIN {print k / 1024}')" --argjson p "$(awk -v k="$a" 'BEGIN {print k / 1024}')" \
+		'def r2: . * 100 | round / 100; {name: $name, unit: "MB", ehrport: ($e | r2), peer_name: $peer, peer: ($p | r2), ratio: (if $p > 0 then $e / $p | r2 else null end), better: "lower"}' >>"$ENTRIES"
+done
+
 cat "$W/section.md"
 if [[ $RECORD == 1 ]]; then
 	bench_section "$W/section.md"
-	log "wrote the Encryption section of $BENCH_DOC"
+	bench_entries "file encryption " "$ENTRIES"
+	bench_summary
+	log "wrote the Encryption section of $BENCH_DOC and its entries of $BENCH_JSON"
+else
+	log "not recorded (BENCH_RECORD=0); entries for $BENCH_JSON:"
+	cat "$ENTRIES" >&2
 fi
