@@ -8,8 +8,9 @@ import (
 // sink holds segments that are being sealed or opened, in stream order,
 // and writes each to w once it is done. It holds at most held segments.
 //
-// In the caller's goroutine (the default), put writes the oldest segment
-// when the sink is full, and drain writes the rest. Between startAsync and
+// In the caller's goroutine (the default), put writes the segments that
+// are done and, when the sink is full, waits for the oldest; drain writes
+// the rest. Between startAsync and
 // stopAsync a flusher goroutine writes them instead, so that reading the
 // source, the crypto and writing the destination all overlap; it runs only
 // while segments wait, and stopAsync returns after the last write, so no
@@ -70,8 +71,10 @@ func (s *sink) write(j *job) {
 // put queues j, which has been started.
 func (s *sink) put(j *job) {
 	if !s.async {
+		// Write what is done at once, so that a writer fed little by little
+		// holds sealed segments no longer than it must.
 		s.queue = append(s.queue, j)
-		for len(s.queue) >= s.held {
+		for len(s.queue) > 0 && (len(s.queue) >= s.held || s.queue[0].finished()) {
 			s.drainOne()
 		}
 		return

@@ -187,6 +187,19 @@ func (j *job) wait() {
 	}
 }
 
+// finished reports, without waiting, whether the job is done.
+func (j *job) finished() bool {
+	if j.done == nil {
+		return true
+	}
+	select {
+	case <-j.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Segment buffers are recycled across streams of the same segment size.
 var pools sync.Map // segment size -> *sync.Pool of *[]byte
 
