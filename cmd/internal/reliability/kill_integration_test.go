@@ -41,6 +41,7 @@ func TestIntegrationKillExportTarget(t *testing.T) {
 		t.Fatalf("the reference export wrote %d objects; the loop needs more kill points", total)
 	}
 
+	atManifest := 0
 	for round, attempts := 0, 0; round < n; attempts++ {
 		if attempts >= 2*n {
 			t.Fatalf("only %d of %d kills landed part-way in %d attempts", round, n, attempts)
@@ -66,15 +67,19 @@ func TestIntegrationKillExportTarget(t *testing.T) {
 		}
 		round++
 		rec.Injected++
-		t.Logf("round %d: killed after %d of %d objects (+%s); export exited %d", round, committed(), total, jitter, r.Code)
+		t.Logf("round %d: killed at %d of %d objects (+%s, %d committed); export exited %d", round, at, total, jitter, committed(), r.Code)
 		if r.Code != 4 {
 			t.Errorf("round %d: the interrupted export exited %d, want 4 (storage)\n%s", round, r.Code, r)
 		}
 		srv.Restart()
-		if w.hasManifest(ref) {
-			t.Errorf("round %d: a manifest stands at %s after an export that failed", round, ref)
-		}
-		if r2 := w.run(exportArgs(ref)...); r2.Code != 0 {
+		r2 := w.run(exportArgs(ref)...)
+		switch {
+		case w.hasManifest(ref) && r.Code == 4 && r2.Code == 2 && strings.Contains(r2.Stderr, "already holds a complete export"):
+			// The server committed the manifest, written last, and died
+			// before answering: the export is complete (verified below),
+			// and the rerun refuses to write over it.
+			atManifest++
+		case r2.Code != 0:
 			t.Errorf("round %d: the rerun failed: %s", round, r2)
 			continue
 		}
@@ -87,6 +92,9 @@ func TestIntegrationKillExportTarget(t *testing.T) {
 			continue
 		}
 		rec.Recovered++
+	}
+	if atManifest > 0 {
+		rec.How += fmt.Sprintf("; %d kill(s) came just after the server committed the manifest (the export was complete, and the rerun refused to overwrite it)", atManifest)
 	}
 }
 
