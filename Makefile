@@ -26,10 +26,10 @@ build:
 test: test-unit fuzz-short testbed-up fhirserver-up test-integration
 
 test-unit:
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -timeout 20m ./...
 
 test-integration: fhirserver-up
-	$(WITH_TESTBED) $(WITH_FHIRSERVER) $(GO) test -count=1 -p 1 -tags integration -run Integration ./...
+	$(WITH_TESTBED) $(WITH_FHIRSERVER) $(GO) test -count=1 -p 1 -timeout 30m -tags integration -run Integration ./...
 
 check:
 	@out=$$(gofmt -l cmd crypto fhir storage); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -43,7 +43,7 @@ check:
 		diff -u /tmp/ehrport-go.mod.bak go.mod || true; \
 		cp /tmp/ehrport-go.mod.bak go.mod; cp /tmp/ehrport-go.sum.bak go.sum; \
 		echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit"; exit 1; fi
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 # The Go benchmarks of the commands and stores against the test bed (once;
 # those of fhir and crypto run in scripts/bench-micro.sh), then every

@@ -330,8 +330,8 @@ func bulkServer(t *testing.T, manifest, good string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var base string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		base := "http://" + r.Host + "/fhir" // from the request: no shared variable to race on
 		switch {
 		case r.Method == http.MethodDelete:
 			w.WriteHeader(http.StatusAccepted)
@@ -349,7 +349,6 @@ func bulkServer(t *testing.T, manifest, good string) string {
 		}
 	}))
 	t.Cleanup(srv.Close)
-	base = srv.URL + "/fhir"
 	return srv.URL
 }
 

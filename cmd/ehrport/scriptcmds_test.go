@@ -19,6 +19,10 @@ import (
 )
 
 // scriptCmds are extra script commands shared by every script test.
+// blackholes maps a blackhole's address to a channel closed at its first
+// connection (for waitconn).
+var blackholes sync.Map
+
 var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []string){
 	// exits CODE PROGRAM [ARGS...] runs PROGRAM and asserts its exact exit
 	// code: `! exec` alone cannot tell "bad input" (2) from "storage" (4).
@@ -55,6 +59,8 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 		}
 		var mu sync.Mutex
 		var held []net.Conn
+		accepted := make(chan struct{})
+		blackholes.Store(ln.Addr().String(), accepted)
 		go func() {
 			for {
 				c, err := ln.Accept()
@@ -62,6 +68,9 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 					return
 				}
 				mu.Lock()
+				if len(held) == 0 {
+					close(accepted)
+				}
 				held = append(held, c)
 				mu.Unlock()
 			}
@@ -75,6 +84,23 @@ var scriptCmds = map[string]func(ts *testscript.TestScript, neg bool, args []str
 			}
 		})
 		ts.Setenv(args[0], ln.Addr().String())
+	},
+	// waitconn VAR waits (up to 2 minutes) until the blackhole whose address
+	// is in VAR has accepted a connection: the command under test is then
+	// running and stuck, whatever the machine's load.
+	"waitconn": func(ts *testscript.TestScript, neg bool, args []string) {
+		if neg || len(args) != 1 {
+			ts.Fatalf("usage: waitconn VAR")
+		}
+		ch, ok := blackholes.Load(ts.Getenv(args[0]))
+		if !ok {
+			ts.Fatalf("waitconn: %s is no blackhole", args[0])
+		}
+		select {
+		case <-ch.(chan struct{}):
+		case <-time.After(2 * time.Minute):
+			ts.Fatalf("waitconn: nothing connected to %s", args[0])
+		}
 	},
 	// sleep DURATION waits, e.g. for a background command to get going.
 	"sleep": func(ts *testscript.TestScript, neg bool, args []string) {
