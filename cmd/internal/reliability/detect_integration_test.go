@@ -83,7 +83,7 @@ func TestIntegrationDetectTampering(t *testing.T) {
 			copyBytes(t, disk("other", "manifest.json"), disk(p, "manifest.json"))
 			copyBytes(t, disk("other", "manifest.json.sig"), disk(p, "manifest.json.sig"))
 		}},
-		{"manifest edited, signature kept", "manifest.json.sig", []string{"bad-signature"}, func(p string) {
+		{"manifest edited (signature kept)", "manifest.json.sig", []string{"bad-signature"}, func(p string) {
 			b, err := os.ReadFile(disk(p, "manifest.json"))
 			must(t, err)
 			must(t, os.WriteFile(disk(p, "manifest.json"), []byte(strings.Replace(string(b), `"size": `, `"size": 1`, 1)), 0o600))

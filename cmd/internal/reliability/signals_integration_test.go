@@ -127,10 +127,10 @@ func TestIntegrationSignals(t *testing.T) {
 	}
 	for _, st := range steps {
 		for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
-			name := fmt.Sprintf("%s %s", st.name, strings.TrimPrefix(sig.String(), "SIG"))
-			t.Run(name, func(t *testing.T) {
+			sigName := map[syscall.Signal]string{syscall.SIGINT: "SIGINT", syscall.SIGTERM: "SIGTERM"}[sig]
+			t.Run(st.name+" "+sigName, func(t *testing.T) {
 				w.t = t
-				rec := newRecord(t, "fault", fmt.Sprintf("signal: %v part-way through %s", sig, st.name), s)
+				rec := newRecord(t, "fault", fmt.Sprintf("signal: %s part-way through %s", sigName, st.name), s)
 				rec.How = "signal after a random number of objects; rerun the same command"
 				for attempt := 0; ; attempt++ {
 					if attempt == 3 {
