@@ -15,7 +15,7 @@ import (
 	"testing"
 
 	"github.com/ehrport/ehrport/cmd/internal/export"
-	"github.com/ehrport/ehrport/internal/testserver"
+	"github.com/ehrport/ehrport/cmd/internal/testserver"
 	"github.com/ehrport/ehrport/storage/storetest"
 )
 

@@ -27,7 +27,7 @@ import (
 	"time"
 
 	"github.com/ehrport/ehrport/cmd/internal/cli"
-	"github.com/ehrport/ehrport/internal/testserver"
+	"github.com/ehrport/ehrport/cmd/internal/testserver"
 	"github.com/ehrport/ehrport/storage"
 )
 

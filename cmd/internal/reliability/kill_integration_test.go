@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ehrport/ehrport/internal/testserver"
+	"github.com/ehrport/ehrport/cmd/internal/testserver"
 )
 
 // exportArgs export the world's data in small parts, so an export makes

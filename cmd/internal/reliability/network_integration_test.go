@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/ehrport/ehrport/cmd/internal/export"
-	"github.com/ehrport/ehrport/internal/faultproxy"
-	"github.com/ehrport/ehrport/internal/testserver"
+	"github.com/ehrport/ehrport/cmd/internal/faultproxy"
+	"github.com/ehrport/ehrport/cmd/internal/testserver"
 )
 
 // netWorld is a source export on versitygw A and a target versitygw B,

@@ -11,8 +11,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/ehrport/ehrport/internal/faultproxy"
-	"github.com/ehrport/ehrport/internal/testserver"
+	"github.com/ehrport/ehrport/cmd/internal/faultproxy"
+	"github.com/ehrport/ehrport/cmd/internal/testserver"
 )
 
 // SIGINT and SIGTERM part-way through an export, a migration and a

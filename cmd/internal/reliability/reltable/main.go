@@ -73,9 +73,9 @@ func write(w io.Writer, dir string) error {
 		return err
 	}
 	p("## How the faults are made\n\n")
-	p("- **Servers**: private MinIO and versitygw processes (`internal/testserver`), each on its own free port over TLS with its own data folder, killed with SIGKILL and restarted on the same port with the same data. The shared test bed is never touched.\n")
+	p("- **Servers**: private MinIO and versitygw processes (`cmd/internal/testserver`), each on its own free port over TLS with its own data folder, killed with SIGKILL and restarted on the same port with the same data. The shared test bed is never touched.\n")
 	p("- **Kill points**: the test watches the server's data folder and kills when a random number of objects (seeded; the seed is logged, and `EHRPORT_FAULT_SEED` replays the same kill points) has been committed, so kills land between any two objects, inside multipart uploads and around the manifest.\n")
-	p("- **Network**: `internal/faultproxy`, a TCP proxy on 127.0.0.1 below TLS: latency per chunk, resets (RST) and clean cuts (FIN) after a random byte, and stalls that hold the connection open. Stores are configured with `idle_timeout = 2s` there (default 5m).\n")
+	p("- **Network**: `cmd/internal/faultproxy`, a TCP proxy on 127.0.0.1 below TLS: latency per chunk, resets (RST) and clean cuts (FIN) after a random byte, and stalls that hold the connection open. Stores are configured with `idle_timeout = 2s` there (default 5m).\n")
 	p("- **Local**: a 1 MiB tmpfs or a read-only bind mount in a mount namespace of the command's own (root or a user namespace), so it holds for root too; an unreadable key folder (mode 0000, the command run as nobody when the tests run as root).\n")
 	p("- **Checks after every fault**: the interrupted run's exit code and what it left (no manifest, no temporary or partial file under a final name); the rerun of the same command; `verify --deep` (and `--against` the source for migrations); for exports, a restore compared resource by resource with the input, independently of ehrport's own summary. *Lost* counts objects or resources missing, *corrupted* those with other bytes; duplicates and unexplained findings fail the test.\n\n")
 	p("## Found by these tests, and fixed\n\n")

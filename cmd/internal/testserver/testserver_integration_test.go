@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ehrport/ehrport/internal/testserver"
+	"github.com/ehrport/ehrport/cmd/internal/testserver"
 	"github.com/ehrport/ehrport/storage"
 )
 
