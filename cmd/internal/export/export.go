@@ -180,7 +180,7 @@ func (o *Options) Run(ctx context.Context) (*Summary, error) {
 		return nil, err
 	}
 	if _, err := o.Store.Stat(ctx, ManifestKey); err == nil {
-		return nil, fmt.Errorf("%w at %s: export to an empty location", ErrTargetHasExport, o.Store.Location())
+		return nil, fmt.Errorf("%w at %s: export to an empty location; if an earlier run of this export failed just as it wrote the manifest, check that export with `ehrport verify --at %s --deep --keys DIR`", ErrTargetHasExport, o.Store.Location(), o.Store.Location())
 	} else if !errors.Is(err, storage.ErrNotExist) {
 		return nil, err
 	}
