@@ -211,7 +211,7 @@ func (c *comparison) readRestored(ctx context.Context, p, root string, idx map[s
 }
 
 func (c *comparison) add(f report.Finding) {
-	f.EUCS, f.ENISA = eucsComplete, enisaPortable
+	f.EUCS, f.ENISA = report.EUCSComplete, report.ENISAPortable
 	if len(c.findings) < maxListed {
 		c.findings = append(c.findings, f)
 	}
@@ -220,7 +220,7 @@ func (c *comparison) add(f report.Finding) {
 func (c *comparison) flushOverflow() {
 	if n := c.missing + c.differ + c.extra; n > maxListed {
 		c.findings = append(c.findings, report.Finding{Severity: report.SevHigh, Code: "more-differences",
-			Message: fmt.Sprintf("%d differences in all; the first %d are listed", n, maxListed), EUCS: eucsComplete, ENISA: enisaPortable})
+			Message: fmt.Sprintf("%d differences in all; the first %d are listed", n, maxListed), EUCS: report.EUCSComplete, ENISA: report.ENISAPortable})
 	}
 }
 

@@ -71,7 +71,7 @@ func (d *drill) finish() {
 		if !r.RTO.Met {
 			reasons = append(reasons, fmt.Sprintf("RTO not met: the drill took %s, the RTO is %s", time.Duration(r.TotalSeconds*float64(time.Second)).Round(time.Millisecond), o.RTO))
 			r.Findings = append(r.Findings, report.Finding{Phase: "rto", Severity: report.SevHigh, Code: "rto-exceeded",
-				Message: fmt.Sprintf("total %.3fs exceeds the RTO of %s", r.TotalSeconds, o.RTO), EUCS: eucsRTO, ENISA: enisaPortable})
+				Message: fmt.Sprintf("total %.3fs exceeds the RTO of %s", r.TotalSeconds, o.RTO), EUCS: eucsRTO, ENISA: report.ENISAPortable})
 		}
 	}
 	r.VerdictReasons = reasons
@@ -136,7 +136,7 @@ func (d *drill) evidence() {
 		det = append(det, fmt.Sprintf("%d objects, %d versions; classes: %s", a.Objects, a.Versions, strings.Join(cls, ", ")))
 	}
 	add(report.Evidence{Claim: "Every object at the target is encrypted at rest under a customer key; no plaintext object exists",
-		Status: d.status(PhaseAudit), How: how, EUCS: eucsAtRest, ENISA: enisaCrypto, Phases: []string{PhaseAudit}, Details: det})
+		Status: d.status(PhaseAudit), How: how, EUCS: report.EUCSAtRest, ENISA: report.ENISACrypto, Phases: []string{PhaseAudit}, Details: det})
 
 	det = nil
 	for _, k := range r.Keys.Recipients {
@@ -145,7 +145,7 @@ func (d *drill) evidence() {
 	add(report.Evidence{Claim: "The customer holds the keys",
 		Status: d.status(PhaseVerify, PhaseRestore),
 		How:    "B was decrypted with the customer's key directory only; no provider credential or provider key was involved in decryption. Key ids and creation dates are listed below.",
-		EUCS:   eucsKeys, ENISA: enisaCrypto, Phases: []string{PhaseVerify, PhaseRestore}, Details: det})
+		EUCS:   report.EUCSKeys, ENISA: report.ENISACrypto, Phases: []string{PhaseVerify, PhaseRestore}, Details: det})
 
 	det = nil
 	if c := st.cmp; c != nil {
@@ -157,12 +157,12 @@ func (d *drill) evidence() {
 	add(report.Evidence{Claim: "The export is complete and loss-free",
 		Status: d.status(PhaseMigrate, PhaseVerify, PhaseRestore, PhaseCompare),
 		How:    "a signed manifest lists every object with its ciphertext SHA-256 and an encrypted summary the plaintext SHA-256 and counts; B must match exactly (read back, never an ETag), and the data restored from B must equal the source resource by resource, byte for byte",
-		EUCS:   eucsComplete, ENISA: enisaPortable, Phases: []string{PhaseMigrate, PhaseVerify, PhaseRestore, PhaseCompare}, Details: det})
+		EUCS:   report.EUCSComplete, ENISA: report.ENISAPortable, Phases: []string{PhaseMigrate, PhaseVerify, PhaseRestore, PhaseCompare}, Details: det})
 
 	add(report.Evidence{Claim: "The format is open and interoperable",
 		Status: d.status(PhaseVerify, PhaseCompare),
 		How:    "after decryption at B the data is FHIR R4 NDJSON in the Bulk Data layout; every resource validated again (types, ids, references that resolve)",
-		EUCS:   eucsFormat, ENISA: enisaPortable, Phases: []string{PhaseVerify, PhaseCompare}})
+		EUCS:   report.EUCSFormat, ENISA: report.ENISAPortable, Phases: []string{PhaseVerify, PhaseCompare}})
 
 	det = []string{"report.json is signed (report.json.sig, purpose " + report.SignaturePurpose + "); check with: ehrport report verify report.json"}
 	if v := st.verifyRep; v != nil && v.SignatureChecked {
@@ -171,10 +171,10 @@ func (d *drill) evidence() {
 	add(report.Evidence{Claim: "Integrity and tamper evidence",
 		Status: d.status(PhaseVerify, PhaseRestore),
 		How:    "the manifest at B is signed by the customer's signing key and checked; every envelope is bound to its path and export; this report is signed over its exact bytes",
-		EUCS:   eucsIntegrity, ENISA: enisaIncident, Phases: []string{PhaseVerify, PhaseRestore}, Details: det})
+		EUCS:   report.EUCSIntegrity, ENISA: report.ENISAIncident, Phases: []string{PhaseVerify, PhaseRestore}, Details: det})
 
 	rto := report.Evidence{Claim: "The exit meets the RTO", How: "each phase is timed with its throughput; the total is compared with the agreed RTO",
-		EUCS: eucsRTO, ENISA: enisaPortable, Phases: []string{PhaseExport, PhaseMigrate, PhaseVerify, PhaseRestore, PhaseCompare, PhaseAudit},
+		EUCS: eucsRTO, ENISA: report.ENISAPortable, Phases: []string{PhaseExport, PhaseMigrate, PhaseVerify, PhaseRestore, PhaseCompare, PhaseAudit},
 		Details: []string{fmt.Sprintf("total %.3fs", r.TotalSeconds)}}
 	switch {
 	case r.RTO == nil:
@@ -201,7 +201,7 @@ func (d *drill) evidence() {
 
 	if d.o.RestoreFHIR != nil {
 		fe := report.Evidence{Claim: "The data is usable at the new provider: it loads into a FHIR server complete",
-			Status: d.status(PhaseRestoreFHIR), EUCS: eucsFormat, ENISA: enisaPortable, Phases: []string{PhaseRestoreFHIR},
+			Status: d.status(PhaseRestoreFHIR), EUCS: report.EUCSFormat, ENISA: report.ENISAPortable, Phases: []string{PhaseRestoreFHIR},
 			How: "the export at B restored (signature and every hash checked, decrypted in memory only) into a FHIR R4 server as transaction Bundles of PUT entries that keep every id; then GET [base]/Type?_summary=count must equal the export's count for every type"}
 		if fr := st.fhirRes; fr != nil && fr.Load != nil {
 			fe.Details = append(fe.Details, fmt.Sprintf("%s (FHIR %s%s): %d resources in %d transaction Bundles, %.0f resources/s, %d retries",

@@ -21,18 +21,11 @@ import (
 	"github.com/ehrport/ehrport/storage"
 )
 
-// EUCS and ENISA references (see the evidence notes in docs/drill.md).
+// References only the drill uses; the shared ones are report.EUCS* and
+// report.ENISA* (docs/report-schema.md §4).
 var (
-	eucsComplete  = []string{"PI-02", "PM-05"}
-	eucsFormat    = []string{"PI-01.3", "PI-02.1"}
-	eucsAtRest    = []string{"CKM-03.1", "CKM-03.2", "CKM-03.4"}
-	eucsKeys      = []string{"CKM-03.4", "CKM-04"}
-	eucsIntegrity = []string{"IM-07", "OPS-09"}
-	eucsRTO       = []string{"PM-05.2", "OPS-08.2", "BC-04"}
-	eucsDeletion  = []string{"PI-03.4"}
-	enisaCrypto   = []string{"ENISA-HC: data encryption"}
-	enisaPortable = []string{"ENISA-HC: data portability and interoperability"}
-	enisaIncident = []string{"ENISA-HC: incident management"}
+	eucsRTO      = []string{"PM-05.2", "OPS-08.2", "BC-04"}
+	eucsDeletion = []string{"PI-03.4"}
 )
 
 // state carries results between phases.
@@ -85,7 +78,7 @@ func (d *drill) run(ctx context.Context) {
 		}
 		for _, c := range sortedKeys(findings) {
 			d.finding(report.Finding{Phase: PhaseExport, Severity: report.SevInfo, Code: "fhir-" + c,
-				Message: fmt.Sprintf("%d finding(s) %q in the source data (the export kept the data as it was)", findings[c], c), EUCS: eucsFormat})
+				Message: fmt.Sprintf("%d finding(s) %q in the source data (the export kept the data as it was)", findings[c], c), EUCS: report.EUCSFormat})
 		}
 		p.Objects, p.Bytes, p.Resources = int64(sum.Objects), sum.PlaintextBytes, sum.Resources
 		p.Summary = fmt.Sprintf("%d resources validated, encrypted into %d objects (%s stored) with a signed manifest written last; export id %s",
@@ -114,13 +107,13 @@ func (d *drill) run(ctx context.Context) {
 		}
 		st.migrateRep = rep
 		for _, f := range rep.Failed {
-			d.finding(report.Finding{Phase: PhaseMigrate, Severity: report.SevHigh, Code: "copy-failed", Object: f.Key, Message: f.Error, EUCS: eucsComplete, ENISA: enisaPortable})
+			d.finding(report.Finding{Phase: PhaseMigrate, Severity: report.SevHigh, Code: "copy-failed", Object: f.Key, Message: f.Error, EUCS: report.EUCSComplete, ENISA: report.ENISAPortable})
 		}
 		for _, f := range rep.MissingAtSource {
-			d.finding(report.Finding{Phase: PhaseMigrate, Severity: report.SevHigh, Code: "missing-at-source", Object: f.Key, Message: "listed in the manifest at A but not there: " + f.Error, EUCS: eucsComplete, ENISA: enisaPortable})
+			d.finding(report.Finding{Phase: PhaseMigrate, Severity: report.SevHigh, Code: "missing-at-source", Object: f.Key, Message: "listed in the manifest at A but not there: " + f.Error, EUCS: report.EUCSComplete, ENISA: report.ENISAPortable})
 		}
 		for _, f := range rep.ExtraAtTarget {
-			d.finding(report.Finding{Phase: PhaseMigrate, Severity: report.SevMedium, Code: "extra-at-target", Object: f.Key, Message: "B already held an object the export does not list (left alone)", EUCS: eucsComplete, ENISA: enisaPortable})
+			d.finding(report.Finding{Phase: PhaseMigrate, Severity: report.SevMedium, Code: "extra-at-target", Object: f.Key, Message: "B already held an object the export does not list (left alone)", EUCS: report.EUCSComplete, ENISA: report.ENISAPortable})
 		}
 		p.Objects, p.Bytes = int64(len(rep.Copied)), rep.BytesCopied
 		proof := "each object read back and hashed at B"
@@ -174,7 +167,7 @@ func (d *drill) run(ctx context.Context) {
 			d.finding(report.Finding{Phase: PhaseVerify, Severity: report.SevHigh, Code: f.Code, Object: f.Object, Message: msg, EUCS: eucs, ENISA: enisa})
 		}
 		for _, n := range rep.FHIRNotes {
-			d.finding(report.Finding{Phase: PhaseVerify, Severity: report.SevInfo, Code: "fhir-note", Message: n, EUCS: eucsFormat, ENISA: enisaPortable})
+			d.finding(report.Finding{Phase: PhaseVerify, Severity: report.SevInfo, Code: "fhir-note", Message: n, EUCS: report.EUCSFormat, ENISA: report.ENISAPortable})
 		}
 		p.Objects, p.Bytes, p.Resources = int64(rep.ObjectsVerified), rep.Bytes, sumCounts(rep.Counts)
 		sig := "signature NOT checked"
@@ -204,9 +197,9 @@ func (d *drill) run(ctx context.Context) {
 			ro := &export.RestoreOptions{Store: o.StoreB, To: dir, Identities: o.Keys.Identities(), Verifier: verifier, Concurrency: o.Concurrency, Log: o.Log}
 			sum, err := ro.Run(ctx)
 			if err != nil {
-				eucs, enisa := eucsComplete, enisaPortable
+				eucs, enisa := report.EUCSComplete, report.ENISAPortable
 				if errors.Is(err, ehrcrypto.ErrCorrupt) {
-					eucs, enisa = append(append([]string{}, eucsIntegrity...), eucsComplete...), enisaIncident
+					eucs, enisa = append(append([]string{}, report.EUCSIntegrity...), report.EUCSComplete...), report.ENISAIncident
 				}
 				d.finding(report.Finding{Phase: PhaseRestore, Severity: report.SevHigh, Code: "restore-failed", Message: oneLine(err.Error()), EUCS: eucs, ENISA: enisa})
 				return nil
@@ -437,12 +430,12 @@ func (d *drill) restoreFHIR(ctx context.Context, p *report.Phase, verifier *ehrc
 			p.Objects = int64(res.Restore.Objects)
 		}
 	}
-	f := report.Finding{Phase: PhaseRestoreFHIR, Severity: report.SevHigh, Object: c.BaseURL(), Message: oneLine(errString(err)), EUCS: eucsFormat, ENISA: enisaPortable}
+	f := report.Finding{Phase: PhaseRestoreFHIR, Severity: report.SevHigh, Object: c.BaseURL(), Message: oneLine(errString(err)), EUCS: report.EUCSFormat, ENISA: report.ENISAPortable}
 	switch {
 	case errors.Is(err, fhirload.ErrCountMismatch) && res != nil && res.Check != nil:
 		for _, m := range res.Check.Mismatches {
 			d.finding(report.Finding{Phase: PhaseRestoreFHIR, Severity: report.SevHigh, Code: "fhir-count-mismatch", Object: m.Type,
-				Message: "after loading into " + c.BaseURL() + ": " + m.String(), EUCS: eucsComplete, ENISA: enisaPortable})
+				Message: "after loading into " + c.BaseURL() + ": " + m.String(), EUCS: report.EUCSComplete, ENISA: report.ENISAPortable})
 		}
 	case errors.Is(err, fhirload.ErrUnavailable), errors.Is(err, fhirload.ErrUnauthorized):
 		f.Code = "fhir-server-unavailable"
@@ -456,7 +449,7 @@ func (d *drill) restoreFHIR(ctx context.Context, p *report.Phase, verifier *ehrc
 	case err != nil:
 		f.Code = "fhir-load-failed"
 		if errors.Is(err, ehrcrypto.ErrCorrupt) {
-			f.EUCS, f.ENISA = append(append([]string{}, eucsIntegrity...), eucsComplete...), enisaIncident
+			f.EUCS, f.ENISA = append(append([]string{}, report.EUCSIntegrity...), report.EUCSComplete...), report.ENISAIncident
 		}
 		d.finding(f)
 	}
