@@ -12,15 +12,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ehrport/ehrport/cmd/internal/export"
+	"github.com/ehrport/ehrport/cmd/internal/testserver"
 	"github.com/ehrport/ehrport/cmd/internal/verify"
 	"github.com/ehrport/ehrport/storage"
 )
@@ -102,37 +100,21 @@ func bigExport(t *testing.T, st storage.Store, n int, small int64, k int, large 
 	return n + k
 }
 
-func killServer(t *testing.T, pidVar string) {
-	t.Helper()
-	b, err := os.ReadFile(os.Getenv(pidVar))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func restartServer(t *testing.T, cloud string) {
-	t.Helper()
-	out, err := exec.Command("bash", os.Getenv("EHRPORT_TESTBED_SCRIPT"), "restart", cloud).CombinedOutput()
-	if err != nil {
-		t.Fatalf("restart %s: %v\n%s", cloud, err, out)
-	}
-}
-
 // The target is killed with SIGKILL part-way through a migration of 2,000
 // small and three 64 MiB objects. The run fails cleanly (unavailable, no
 // manifest); after a restart the same migration finishes, re-sending only
 // what the first run had not proven, and both clouds hold the same bytes.
+// The target is a private versitygw (cmd/internal/testserver), so the kill
+// never touches the shared test bed; the source is the test bed's MinIO.
 func TestIntegrationMigrateTargetKilledAndResumed(t *testing.T) {
 	cfg := testbed(t)
+	srv := testserver.Start(t, testserver.Versitygw)
+	private, err := storage.LoadConfig(os.DevNull, srv.Env("cloudb"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	src := s3Location(t, cfg, "clouda", randomName("mig-src-"), "exit")
-	dst := s3Location(t, cfg, "cloudb", randomName("mig-dst-"), "exit")
+	dst := s3Location(t, private, "cloudb", randomName("mig-dst-"), "exit")
 	total := bigExport(t, src, 2000, 20_000, 3, 64<<20)
 
 	ctx := context.Background()
@@ -140,10 +122,12 @@ func TestIntegrationMigrateTargetKilledAndResumed(t *testing.T) {
 	quick := storage.RetryPolicy{Attempts: 2, Base: 100 * time.Millisecond, Max: 200 * time.Millisecond}
 	rep1, err := Run(ctx, Options{From: src, To: dst, Retry: quick, Progress: func(p Progress) {
 		if p.Objects >= 600 {
-			once.Do(func() { killServer(t, "EHRPORT_TESTBED_VERSITYGW_PID") })
+			once.Do(srv.Kill)
 		}
 	}})
-	restartServer(t, "cloudb")
+	if !srv.Running() {
+		srv.Restart()
+	}
 	if err != nil {
 		t.Fatalf("first run returned an error instead of a report: %v", err)
 	}
