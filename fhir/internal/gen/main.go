@@ -1,7 +1,9 @@
 // Command gen writes fhir/r4_gen.go: the dispatcher from an R4 resourceType
 // to the samply typed model, and the table of top-level elements of every
 // R4 resource (name, cardinality, required), read from the samply package's
-// own source. Run it with `go generate ./fhir`.
+// own source. With -typed it also writes the typed walker's tables
+// (typed.go), by reflection over the model types listed in resources_gen.go.
+// Run it with `go generate ./fhir`.
 package main
 
 import (
@@ -43,6 +45,7 @@ type field struct {
 
 func main() {
 	out := flag.String("o", "r4_gen.go", "output file")
+	typedOut := flag.String("typed", "", "output file for the typed walker's tables (typed_gen.go); none if empty")
 	flag.Parse()
 	dirB, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", modelsModule).Output()
 	if err != nil {
@@ -168,6 +171,9 @@ func main() {
 	}
 	if err := os.WriteFile(*out, src, 0o644); err != nil {
 		log.Fatal(err)
+	}
+	if *typedOut != "" {
+		writeTyped(*typedOut, files)
 	}
 }
 
