@@ -22,7 +22,7 @@ func drillCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "drill",
 		Usage: "the whole exit plan in one command: export to A, migrate to B, verify, restore and compare, optionally load into a FHIR server, audit, optionally delete at A; timed, with a signed report",
-		UsageText: `ehrport drill [--from PATH | --from https://…/fhir | --patients N --seed S] [--a REF --b REF] [--keys DIR] [--rto DURATION] [--restore-fhir URL] [--decommission-source] [--report DIR]
+		UsageText: `ehrport drill [--from PATH | --from https://…/fhir | --patients N --seed S] [--a REF --b REF] [--keys DIR] [--rto DURATION] [--restore-fhir URL] [--decommission-source [--purge-versions]] [--report DIR]
 
 With no flags at all it generates 200 sample patients, creates ephemeral
 keys, uses two folder stores in a temporary directory (removed afterwards)
@@ -36,7 +36,11 @@ B into that FHIR server (transaction Bundles of PUT entries, ids kept,
 decrypted in memory only) and check its counts per type by search; 5 audit
 B without keys; 6 with
 --decommission-source, delete the export at A and prove the listing (and the
-version listing) is empty. Each phase is timed, with its throughput; --rto
+version listing) is empty. In a bucket that keeps versions, deleting leaves
+every byte behind as old versions, so the version listing is not empty and
+the phase fails; --purge-versions also removes every version and delete
+marker under A's prefix for good (versions under object lock stay, and are
+named). Each phase is timed, with its throughput; --rto
 turns the total into a pass or a fail. A failing phase does not hide the
 others; what cannot run is marked skipped, with the reason.
 
@@ -61,6 +65,7 @@ Examples:
    ehrport drill --patients 2000 --rto 5m
    ehrport drill --from ./fhir-export --a clouda:exports/drill1 --b cloudb:exit/drill1 --keys ./hospital-keys --rto 4h
    ehrport drill --a clouda:exports/d2 --b cloudb:exit/d2 --keys ./hospital-keys --decommission-source --report ./evidence/d2
+   ehrport drill --a clouda:versioned-bucket/d4 --b cloudb:exit/d4 --keys ./hospital-keys --decommission-source --purge-versions
    ehrport drill --from https://ehr.old-provider.example/fhir --a clouda:exports/d3 --b cloudb:exit/d3 --keys ./hospital-keys --restore-fhir https://fhir.new-provider.example/r4`,
 		Description: passphraseHelp + " (--keys only; ephemeral keys need none)",
 		Flags: append([]cli.Flag{
@@ -72,6 +77,7 @@ Examples:
 			keysDirFlag("use the customer's key directory `DIR` (default: ephemeral keys, destroyed after the drill)"),
 			&cli.DurationFlag{Name: "rto", Usage: "fail unless the whole drill takes at most `DURATION` (e.g. 4h, 90s)"},
 			&cli.BoolFlag{Name: "decommission-source", Usage: "after everything passed, delete the export at A and prove the deletion"},
+			&cli.BoolFlag{Name: "purge-versions", Usage: "with --decommission-source: also remove every version and delete marker under A's prefix for good (versioned buckets)"},
 			&cli.StringFlag{Name: "report", Value: "ehrport-report", Usage: "write the signed report into `DIR`", TakesFile: true},
 			&cli.IntFlag{Name: "concurrency", Value: 4, Usage: "objects in flight per phase"},
 			&cli.StringFlag{Name: "restore-fhir", Usage: "also restore B into the FHIR R4 server whose base is `URL` and check its counts (token from EHRPORT_FHIR_TOKEN)"},
@@ -122,12 +128,15 @@ Examples:
 			if n := c.Int("concurrency"); n < 1 || n > 256 {
 				return usagef("--concurrency must be 1 to 256")
 			}
+			if c.Bool("purge-versions") && !c.Bool("decommission-source") {
+				return usagef("--purge-versions needs --decommission-source")
+			}
 			if c.String("report") == "" {
 				return usagef("--report DIR must name a folder")
 			}
 			o := &drillCmdOptions{globals: g, From: from, Patients: c.Int("patients"), Seed: c.Uint64("seed"),
 				A: c.String("a"), B: c.String("b"), Keys: c.String("keys"), RTO: c.Duration("rto"),
-				Decommission: c.Bool("decommission-source"), ReportDir: c.String("report"), Concurrency: c.Int("concurrency"),
+				Decommission: c.Bool("decommission-source"), PurgeVersions: c.Bool("purge-versions"), ReportDir: c.String("report"), Concurrency: c.Int("concurrency"),
 				RestoreFHIR: fc, Auth: bulkAuthFrom(c)}
 			if server != "" {
 				o.From, o.Server = nil, server
@@ -145,16 +154,18 @@ type drillCmdOptions struct {
 	A, B, Keys   string
 	RTO          time.Duration
 	Decommission bool
-	ReportDir    string
-	Concurrency  int
-	Server       string          // --from https://…: a FHIR server's $export
-	Auth         bulkAuthOptions // its credentials
-	RestoreFHIR  *fhirload.Client
+	// PurgeVersions: see drill.Options.PurgeVersions.
+	PurgeVersions bool
+	ReportDir     string
+	Concurrency   int
+	Server        string          // --from https://…: a FHIR server's $export
+	Auth          bulkAuthOptions // its credentials
+	RestoreFHIR   *fhirload.Client
 }
 
 func (o *drillCmdOptions) Run(ctx context.Context) error {
 	do := &drill.Options{Paths: o.From, Patients: o.Patients, Seed: o.Seed, RTO: o.RTO,
-		DecommissionSource: o.Decommission, ReportDir: o.ReportDir, Concurrency: o.Concurrency,
+		DecommissionSource: o.Decommission, PurgeVersions: o.PurgeVersions, ReportDir: o.ReportDir, Concurrency: o.Concurrency,
 		Version: version(), Log: o.Log, RestoreFHIR: o.RestoreFHIR}
 	if o.Server != "" {
 		src, err := (&exportCmdOptions{globals: o.globals, Server: o.Server, Auth: o.Auth}).bulkSource(ctx)

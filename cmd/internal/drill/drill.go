@@ -107,6 +107,10 @@ type Options struct {
 	// DecommissionSource deletes the export at A after everything else
 	// passed, and proves the deletion.
 	DecommissionSource bool
+	// PurgeVersions, with DecommissionSource, also removes every version
+	// and delete marker at A for good, where A keeps versions: otherwise a
+	// versioned bucket still holds every deleted byte.
+	PurgeVersions bool
 	// RestoreFHIR, when set, adds the phase restore-fhir: the export at B
 	// restored into this FHIR server (transaction Bundles of PUT entries,
 	// ids kept; decrypted in memory only) and the server's counts per type

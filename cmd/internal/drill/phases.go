@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/ehrport/ehrport/cmd/internal/audit"
 	"github.com/ehrport/ehrport/cmd/internal/export"
@@ -15,6 +17,7 @@ import (
 	"github.com/ehrport/ehrport/cmd/internal/migrate"
 	"github.com/ehrport/ehrport/cmd/internal/report"
 	"github.com/ehrport/ehrport/cmd/internal/verify"
+	"github.com/ehrport/ehrport/cmd/internal/workers"
 	ehrcrypto "github.com/ehrport/ehrport/crypto"
 	"github.com/ehrport/ehrport/crypto/keys"
 	"github.com/ehrport/ehrport/fhir"
@@ -293,7 +296,7 @@ func (d *drill) run(ctx context.Context) {
 		d.skip(PhaseDecommission, "an earlier phase failed: the export at A is kept")
 	default:
 		d.timed(PhaseDecommission, func(p *report.Phase) error {
-			dc, err := decommissionStore(ctx, o.StoreA)
+			dc, err := decommissionStore(ctx, o.StoreA, o.PurgeVersions, o.Concurrency)
 			if err != nil {
 				return err
 			}
@@ -302,9 +305,17 @@ func (d *drill) run(ctx context.Context) {
 			for _, k := range dc.remaining {
 				d.finding(report.Finding{Phase: PhaseDecommission, Severity: report.SevHigh, Code: "not-deleted", Object: k, Message: "still listed at A after deletion", EUCS: eucsDeletion})
 			}
+			if dc.kept > 0 {
+				d.finding(report.Finding{Phase: PhaseDecommission, Severity: report.SevHigh, Code: "versions-locked",
+					Message: fmt.Sprintf("%d object version(s) at A could not be removed (object lock or legal hold?), for example: %v; the provider must remove them when their retention ends", dc.kept, dc.keptErr), EUCS: eucsDeletion})
+			}
 			if dc.versions > 0 {
+				hint := "the bucket keeps versions: run again with --purge-versions, or the provider must purge them"
+				if o.PurgeVersions {
+					hint = "they survived --purge-versions"
+				}
 				d.finding(report.Finding{Phase: PhaseDecommission, Severity: report.SevHigh, Code: "versions-remain",
-					Message: fmt.Sprintf("%d object version(s) or delete marker(s) remain at A: the bucket keeps versions; the provider must purge them", dc.versions), EUCS: eucsDeletion})
+					Message: fmt.Sprintf("%d object version(s) or delete marker(s) remain at A: %s", dc.versions, hint), EUCS: eucsDeletion})
 			}
 			p.Summary = fmt.Sprintf("%d objects (%s) deleted at A; listing afterwards: %d objects; %s", dc.deleted, storage.FormatSize(dc.deletedBytes), len(dc.remaining), dc.versionNote)
 			return nil
@@ -328,13 +339,19 @@ type decommission struct {
 	deleted      int
 	deletedBytes int64
 	remaining    []string
-	versions     int
+	versions     int // versions and delete markers listed afterwards
+	purged       int // versions and delete markers removed for good
+	kept         int // versions the store refused to remove
+	keptErr      error
 	versionNote  string
 }
 
 // decommissionStore deletes every object at st, the manifest first (so the
-// location stops claiming a complete export at once), then lists again.
-func decommissionStore(ctx context.Context, st storage.Store) (*decommission, error) {
+// location stops claiming a complete export at once) and then the rest on
+// n goroutines, and lists again. With purge, and where st keeps versions,
+// it then removes every version and delete marker for good and lists the
+// versions again: without that a versioned bucket still holds every byte.
+func decommissionStore(ctx context.Context, st storage.Store, purge bool, n int) (*decommission, error) {
 	var keysToDelete []storage.ObjectInfo
 	for oi, err := range st.List(ctx, "") {
 		if err != nil {
@@ -346,12 +363,27 @@ func decommissionStore(ctx context.Context, st storage.Store) (*decommission, er
 		return keysToDelete[i].Key == export.ManifestKey && keysToDelete[j].Key != export.ManifestKey
 	})
 	dc := &decommission{}
-	for _, oi := range keysToDelete {
-		if err := st.Delete(ctx, oi.Key); err != nil {
+	if len(keysToDelete) > 0 && keysToDelete[0].Key == export.ManifestKey {
+		if err := st.Delete(ctx, export.ManifestKey); err != nil {
 			return nil, err
 		}
 		dc.deleted++
+		dc.deletedBytes += keysToDelete[0].Size
+		keysToDelete = keysToDelete[1:]
+	}
+	var mu sync.Mutex
+	err := workers.ForEach(ctx, n, slices.Values(keysToDelete), func(ctx context.Context, oi storage.ObjectInfo) error {
+		if err := st.Delete(ctx, oi.Key); err != nil {
+			return err
+		}
+		mu.Lock()
+		dc.deleted++
 		dc.deletedBytes += oi.Size
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	for oi, err := range st.List(ctx, "") {
 		if err != nil {
@@ -359,18 +391,58 @@ func decommissionStore(ctx context.Context, st storage.Store) (*decommission, er
 		}
 		dc.remaining = append(dc.remaining, oi.Key)
 	}
-	if vl, ok := st.(storage.VersionLister); ok {
-		for _, err := range vl.ListVersions(ctx, "") {
-			if err != nil {
-				return nil, err
-			}
-			dc.versions++
-		}
-		dc.versionNote = fmt.Sprintf("version listing afterwards: %d versions and delete markers", dc.versions)
-	} else {
+	vl, ok := st.(storage.VersionLister)
+	if !ok {
 		dc.versionNote = "the store keeps no versions (" + kindOf(st) + ")"
+		return dc, nil
+	}
+	if vd, ok := st.(storage.VersionDeleter); ok && purge {
+		if err := purgeVersions(ctx, vd, n, dc); err != nil {
+			return nil, err
+		}
+	}
+	for _, err := range vl.ListVersions(ctx, "") {
+		if err != nil {
+			return nil, err
+		}
+		dc.versions++
+	}
+	dc.versionNote = fmt.Sprintf("version listing afterwards: %d versions and delete markers", dc.versions)
+	if purge {
+		dc.versionNote = fmt.Sprintf("%d versions and delete markers removed for good; ", dc.purged) + dc.versionNote
 	}
 	return dc, nil
+}
+
+// purgeVersions removes every version and delete marker at vd. A version
+// the store refuses to remove (object lock, legal hold) is counted, not
+// fatal: the version listing afterwards shows it, and the drill names it.
+func purgeVersions(ctx context.Context, vd storage.VersionDeleter, n int, dc *decommission) error {
+	var versions []storage.ObjectVersion
+	for v, err := range vd.ListVersions(ctx, "") {
+		if err != nil {
+			return err
+		}
+		versions = append(versions, v)
+	}
+	var mu sync.Mutex
+	return workers.ForEach(ctx, n, slices.Values(versions), func(ctx context.Context, v storage.ObjectVersion) error {
+		err := vd.DeleteVersion(ctx, v.Key, v.VersionID)
+		if err != nil && (errors.Is(err, storage.ErrUnavailable) || ctx.Err() != nil) {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			dc.kept++
+			if dc.keptErr == nil {
+				dc.keptErr = err
+			}
+			return nil
+		}
+		dc.purged++
+		return nil
+	})
 }
 
 func kindOf(st storage.Store) string {
