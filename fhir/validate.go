@@ -125,7 +125,6 @@ func (v *Validator) check(r *Result, raw []byte, pos Position, ctx CheckContext,
 		r.add(Error, CodeDuplicateKey, pos, prefix+"."+f.dupKey, "key appears twice in the object; readers disagree on which value wins")
 	}
 	shapeErr := false
-	present := make(map[string]bool, len(f.keys))
 	var oldWhy []string
 	oldVer := ""
 	for _, k := range f.keys {
@@ -133,7 +132,6 @@ func (v *Validator) check(r *Result, raw []byte, pos Position, ctx CheckContext,
 		if name == "resourceType" {
 			continue
 		}
-		present[name] = true
 		if strings.HasPrefix(name, "_") {
 			if _, ok := elems[name[1:]]; ok {
 				continue
@@ -171,7 +169,7 @@ func (v *Validator) check(r *Result, raw []byte, pos Position, ctx CheckContext,
 	for _, group := range r4Required[f.resourceType] {
 		found := false
 		for _, n := range group {
-			if present[n] || present["_"+n] {
+			if hasElement(&f, n) {
 				found = true
 				break
 			}
@@ -213,6 +211,18 @@ func (v *Validator) check(r *Result, raw []byte, pos Position, ctx CheckContext,
 	if depth == 0 {
 		checkRefSyntax(r, &f, raw, pos)
 	}
+}
+
+// hasElement reports whether the resource has element name, or only its
+// primitive extension _name. A scan: resources have few keys, and a map
+// per resource cost more than the typed-model check.
+func hasElement(f *facts, name string) bool {
+	for _, k := range f.keys {
+		if k.name == name || len(k.name) == len(name)+1 && k.name[0] == '_' && k.name[1:] == name {
+			return true
+		}
+	}
+	return false
 }
 
 // typedCheck is the typed-model check of raw, a resourceType R4 knows.
