@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 	"sort"
@@ -71,16 +72,30 @@ type CheckerOptions struct {
 	// Report receives every finding in input order (unresolved references
 	// at Finish). Nil drops them; they are still counted in Stats.
 	Report func(Finding)
+	// IndexEntries is how many ids and pending references the index keeps
+	// in memory before it spills sorted runs to a temporary file
+	// (DefaultIndexEntries when 0).
+	IndexEntries int
+	// SpillDir holds that file (os.TempDir() when empty). It is unlinked
+	// at creation and holds only keyed hashes and sealed chunks.
+	SpillDir string
 }
 
 // Checker applies validation, duplicate detection, reference resolution
 // and the policy across one export. Feed it every item of a Walker in order
 // with Item, then call Finish once. It is not safe for concurrent use.
 //
-// Memory: per distinct top-level Type/id 16 bytes of key hash plus 16 bytes
-// of content hash and 8 bytes of position (about 60 bytes with map
-// overhead); per referenced target still unresolved, the reference text and
-// path of its first use. A 1M-resource export stays near 60-80 MB.
+// Memory is bounded whatever the input's size: the index of ids (per
+// distinct Type/id a 16-byte keyed hash, a 16-byte content hash and the
+// position) and of references not yet resolved (the text and path of the
+// first use) holds at most IndexEntries entries in memory, about 100 bytes
+// each, and spills the rest to a temporary file (idindex.go): past the
+// first spill, a fixed 2 MiB Bloom filter and, per spilled run, the first
+// key of each 16 KiB chunk (about 0.1 byte per id). What still grows is
+// what Finish reports: the unresolved targets, one entry each.
+//
+// A Checker that spilled holds an open temporary file until Finish or
+// Close.
 type Checker struct {
 	opts  CheckerOptions
 	v     *Validator
@@ -92,6 +107,12 @@ type Checker struct {
 	pending map[[16]byte]pendingRef
 	paths   []string
 	pathN   map[string]uint32
+
+	hkey  [16]byte // keys the id hashes: nothing spilled can be matched to an id without it
+	hbuf  []byte
+	limit int
+	sp    *spill // nil until the index first spills
+	seq   uint64 // order of pending references, to find the first use across runs
 }
 
 func (c *Checker) pathIndex(p string) uint32 {
@@ -121,6 +142,7 @@ const (
 // thousands while per-type NDJSON files arrive in alphabetical order.
 type pendingRef struct {
 	ref   string
+	seq   uint64
 	path  uint32 // index into Checker.paths
 	file  uint32
 	at    uint32
@@ -133,9 +155,62 @@ func NewChecker(o CheckerOptions) *Checker {
 	if v == nil {
 		v = NewValidator(ValidatorOptions{})
 	}
-	return &Checker{opts: o, v: v, fileN: map[string]uint32{},
+	c := &Checker{opts: o, v: v, fileN: map[string]uint32{},
 		ids: map[[16]byte]idRec{}, pending: map[[16]byte]pendingRef{}, pathN: map[string]uint32{},
-		stats: Stats{ByType: map[string]int64{}, Findings: map[Code]int64{}}}
+		stats: Stats{ByType: map[string]int64{}, Findings: map[Code]int64{}}, limit: o.IndexEntries}
+	if c.limit <= 0 {
+		c.limit = DefaultIndexEntries
+	}
+	rand.Read(c.hkey[:]) // never fails (crypto/rand)
+	return c
+}
+
+// Close releases the index's temporary file, if it spilled. Finish does
+// too; Close is for a run that ends before Finish.
+func (c *Checker) Close() error {
+	c.sp.close()
+	c.sp = nil
+	return nil
+}
+
+// topID returns the top-level resource recorded under k, in memory or
+// spilled.
+func (c *Checker) topID(k [16]byte) (idRec, bool, error) {
+	if r, ok := c.ids[k]; ok && r.kind == idTop {
+		return r, true, nil
+	}
+	if c.sp == nil {
+		return idRec{}, false, nil
+	}
+	return c.sp.topID(k)
+}
+
+// maybeSpill writes the in-memory index out as sorted runs once it holds
+// IndexEntries entries, and empties it (keeping the maps' tables).
+func (c *Checker) maybeSpill() error {
+	if len(c.ids)+len(c.pending) < c.limit {
+		return nil
+	}
+	return c.spillAll()
+}
+
+func (c *Checker) spillAll() error {
+	if c.sp == nil {
+		sp, err := newSpill(c.opts.SpillDir)
+		if err != nil {
+			return err
+		}
+		c.sp = sp
+	}
+	if err := c.sp.spillIDs(c.ids); err != nil {
+		return err
+	}
+	if err := c.sp.spillRefs(c.pending); err != nil {
+		return err
+	}
+	clear(c.ids)
+	clear(c.pending)
+	return nil
 }
 
 // Stats returns the counters so far.
@@ -146,13 +221,6 @@ func (c *Checker) report(f Finding) {
 	if c.opts.Report != nil {
 		c.opts.Report(f)
 	}
-}
-
-func keyHash(typeID string) [16]byte {
-	s := sha256.Sum256([]byte(typeID))
-	var k [16]byte
-	copy(k[:], s[:16])
-	return k
 }
 
 func (c *Checker) fileIndex(name string) uint32 {
@@ -232,11 +300,15 @@ func (c *Checker) commit(it *Item, res *Result) (Action, error) {
 		return c.decide(res.Findings)
 	}
 	typeID := res.Type + "/" + res.ID
-	k := keyHash(typeID)
+	k := c.idKey(typeID)
 	sum := sha256.Sum256(it.Raw)
 	var s16 [16]byte
 	copy(s16[:], sum[:16])
-	if prev, ok := c.ids[k]; ok && prev.kind == idTop {
+	prev, ok, err := c.topID(k)
+	if err != nil {
+		return Skip, err
+	}
+	if ok {
 		if prev.sum == s16 {
 			c.stats.Duplicates++
 			c.report(Finding{Severity: Info, Code: CodeDuplicateSame, Pos: it.Pos, Path: res.Type + ".id",
@@ -256,7 +328,7 @@ func (c *Checker) commit(it *Item, res *Result) (Action, error) {
 	}
 	c.stats.Written++
 	c.stats.ByType[res.Type]++
-	return Write, nil
+	return Write, c.maybeSpill()
 }
 
 // addRef records a reference for resolution at Finish. fullURLs is the
@@ -265,7 +337,7 @@ func (c *Checker) addRef(r refSite, pos Position, fullURLs map[[16]byte]bool, sp
 	kind, key := parseRef(r.ref)
 	switch kind {
 	case refTypeID:
-		k := keyHash(key)
+		k := c.idKey(key)
 		if _, ok := c.ids[k]; ok {
 			return
 		}
@@ -274,9 +346,10 @@ func (c *Checker) addRef(r refSite, pos Position, fullURLs map[[16]byte]bool, sp
 			c.pending[k] = p
 			return
 		}
-		c.pending[k] = pendingRef{ref: r.ref, path: c.pathIndex(r.path), file: c.fileIndex(pos.File), at: packAt(pos), count: 1}
+		c.seq++
+		c.pending[k] = pendingRef{ref: r.ref, seq: c.seq, path: c.pathIndex(r.path), file: c.fileIndex(pos.File), at: packAt(pos), count: 1}
 	case refURN, refAbsolute:
-		if fullURLs != nil && fullURLs[keyHash(r.ref)] {
+		if fullURLs != nil && fullURLs[c.idKey(r.ref)] {
 			return
 		}
 		if kind == refAbsolute {
@@ -326,7 +399,7 @@ func (c *Checker) bundle(it *Item) (Action, error) {
 		pos := b.Pos
 		pos.Entry = e.Index
 		if e.FullURL != "" {
-			fullURLs[keyHash(e.FullURL)] = true
+			fullURLs[c.idKey(e.FullURL)] = true
 		}
 		if e.Resource == nil {
 			return nil // a request-only or response-only entry
@@ -344,11 +417,11 @@ func (c *Checker) bundle(it *Item) (Action, error) {
 			}
 		}
 		if res.ID != "" {
-			entryIDs = append(entryIDs, keyHash(res.Type+"/"+res.ID))
+			entryIDs = append(entryIDs, c.idKey(res.Type+"/"+res.ID))
 		}
 		if strings.HasPrefix(e.FullURL, "http") {
 			if tid, ok := absoluteTypeID(e.FullURL); ok {
-				entryIDs = append(entryIDs, keyHash(tid))
+				entryIDs = append(entryIDs, c.idKey(tid))
 			}
 		}
 		for _, r := range res.refs {
@@ -374,7 +447,7 @@ func (c *Checker) bundle(it *Item) (Action, error) {
 		invalid = true
 	}
 	for _, r := range refs {
-		if kind, _ := parseRef(r.r.ref); kind == refURN && !fullURLs[keyHash(r.r.ref)] {
+		if kind, _ := parseRef(r.r.ref); kind == refURN && !fullURLs[c.idKey(r.r.ref)] {
 			f := Finding{Severity: Error, Code: CodeDanglingRef, Pos: r.pos, Path: r.r.path,
 				Msg: fmt.Sprintf("reference %q matches no fullUrl in this Bundle", r.r.ref)}
 			c.report(f)
@@ -389,10 +462,14 @@ func (c *Checker) bundle(it *Item) (Action, error) {
 		return c.decide(findings)
 	}
 	if b.ID != "" {
-		k := keyHash("Bundle/" + b.ID)
+		k := c.idKey("Bundle/" + b.ID)
 		var sum [16]byte
 		copy(sum[:], b.digest)
-		if prev, ok := c.ids[k]; ok && prev.kind == idTop {
+		prev, ok, err := c.topID(k)
+		if err != nil {
+			return Skip, err
+		}
+		if ok {
 			if prev.sum == sum {
 				c.stats.Duplicates++
 				c.report(Finding{Severity: Info, Code: CodeDuplicateSame, Pos: b.Pos, Path: "Bundle.id",
@@ -420,7 +497,7 @@ func (c *Checker) bundle(it *Item) (Action, error) {
 	c.stats.BundleEntries += entries
 	c.stats.Written++
 	c.stats.ByType["Bundle"]++
-	return Write, nil
+	return Write, c.maybeSpill()
 }
 
 // Finish resolves the references still pending against every id seen, and
@@ -430,9 +507,20 @@ func (c *Checker) bundle(it *Item) (Action, error) {
 // reported and counted only (the resources were already written).
 func (c *Checker) Finish() error {
 	var unresolved []pendingRef
-	for k, p := range c.pending {
-		if _, ok := c.ids[k]; !ok {
-			unresolved = append(unresolved, p)
+	if c.sp == nil {
+		for k, p := range c.pending {
+			if _, ok := c.ids[k]; !ok {
+				unresolved = append(unresolved, p)
+			}
+		}
+	} else {
+		err := c.spillAll()
+		if err == nil {
+			unresolved, err = c.sp.unresolved()
+		}
+		c.Close()
+		if err != nil {
+			return err
 		}
 	}
 	sort.Slice(unresolved, func(i, j int) bool {

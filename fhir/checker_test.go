@@ -2,8 +2,17 @@ package fhir
 
 import (
 	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"reflect"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/ehrport/ehrport/fhir/synth"
 )
 
 func TestCheckerFindings(t *testing.T) {
@@ -161,5 +170,176 @@ func TestRunMatchesLoop(t *testing.T) {
 	w, _ := NewWalker([]string{p}, WalkOptions{})
 	if err := NewChecker(CheckerOptions{}).Run(w, 2, func(*Item, Action) error { return nil }); !errors.Is(err, ErrBadInput) {
 		t.Fatalf("fail policy: %v", err)
+	}
+}
+
+// spillInput writes NDJSON and Bundle files mixing everything the index
+// tracks: ids defined once, twice with the same content and twice with
+// different content, references resolved before and after their target
+// (across files), references never resolved (some many times), Bundles
+// kept whole whose entries define ids, and Bundles with duplicate ids.
+func spillInput(t *testing.T, seed uint64) string {
+	t.Helper()
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(seed, 7))
+	for f := 0; f < 3; f++ {
+		var b strings.Builder
+		for i := 0; i < 400; i++ {
+			id := r.IntN(300)
+			switch r.IntN(5) {
+			case 0, 1:
+				fmt.Fprintf(&b, `{"resourceType":"Patient","id":"p%d","gender":"%s"}`+"\n", id, []string{"male", "female"}[r.IntN(2)])
+			case 2, 3:
+				fmt.Fprintf(&b, `{"resourceType":"Observation","id":"o%d","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p%d"}}`+"\n", id, r.IntN(400))
+			default:
+				fmt.Fprintf(&b, `{"resourceType":"Bundle","id":"b%d","type":"collection","entry":[{"fullUrl":"http://x/fhir/Patient/q%d","resource":{"resourceType":"Patient","id":"q%d"}},{"resource":{"resourceType":"Observation","id":"e%d","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/q%d"}}}]}`+"\n",
+					r.IntN(40), id, id, id, r.IntN(350))
+			}
+		}
+		writeFile(t, dir, fmt.Sprintf("f%d.ndjson", f), []byte(b.String()))
+	}
+	return dir
+}
+
+// The index gives the same actions, findings (text, order, positions) and
+// counts whether it fits in memory or spills after every few entries.
+func TestIndexSpillMatchesMemory(t *testing.T) {
+	for _, policy := range []Policy{PolicySkip, PolicyQuarantine} {
+		for seed := uint64(1); seed <= 3; seed++ {
+			dir := spillInput(t, seed)
+			run := func(entries int, parallel bool) ([]Action, []string, Stats) {
+				w, err := NewWalker([]string{dir}, WalkOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer w.Close()
+				spill := t.TempDir()
+				var found []string
+				c := NewChecker(CheckerOptions{Policy: policy, IndexEntries: entries, SpillDir: spill,
+					Report: func(f Finding) { found = append(found, f.String()) }})
+				var acts []Action
+				if parallel {
+					err = c.Run(w, 2, func(_ *Item, a Action) error { acts = append(acts, a); return nil })
+				} else {
+					for {
+						it, nerr := w.Next()
+						if nerr != nil {
+							break
+						}
+						a, ierr := c.Item(it)
+						if ierr != nil {
+							err = ierr
+							break
+						}
+						acts = append(acts, a)
+					}
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := c.Finish(); err != nil {
+					t.Fatal(err)
+				}
+				if left, _ := os.ReadDir(spill); len(left) != 0 {
+					t.Errorf("spill folder not empty: %v", left)
+				}
+				return acts, found, c.Stats()
+			}
+			a0, f0, s0 := run(0, false)
+			if s0.Duplicates == 0 || s0.Findings[CodeDuplicate] == 0 || s0.Findings[CodeDanglingRef] == 0 {
+				t.Fatalf("input exercises too little: %+v", s0)
+			}
+			for _, entries := range []int{1, 3, 50, 333} {
+				a, f, s := run(entries, entries%2 == 1)
+				if !slices.Equal(a, a0) {
+					t.Errorf("policy %v seed %d, %d entries: actions differ", policy, seed, entries)
+				}
+				if !slices.Equal(f, f0) {
+					t.Errorf("policy %v seed %d, %d entries: findings differ\nspilled:   %q\nin memory: %q", policy, seed, entries, f, f0)
+				}
+				if !reflect.DeepEqual(s, s0) {
+					t.Errorf("policy %v seed %d, %d entries: stats %+v, in memory %+v", policy, seed, entries, s, s0)
+				}
+			}
+		}
+	}
+}
+
+// Under --on-invalid fail an unresolved reference found by the merge fails
+// Finish with the same error as in memory.
+func TestIndexSpillDanglingFails(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(pat + "\n")
+	for i := 0; i < 50; i++ {
+		fmt.Fprintf(&b, `{"resourceType":"Observation","id":"o%d","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p%d"}}`+"\n", i, i%3)
+	}
+	p := writeFile(t, t.TempDir(), "in.ndjson", []byte(b.String()))
+	var errs []string
+	for _, entries := range []int{0, 2} {
+		w, _ := NewWalker([]string{p}, WalkOptions{})
+		c := NewChecker(CheckerOptions{IndexEntries: entries, SpillDir: t.TempDir()})
+		if err := c.Run(w, 1, func(*Item, Action) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		err := c.Finish()
+		if !errors.Is(err, ErrBadInput) {
+			t.Fatalf("%d entries: %v", entries, err)
+		}
+		errs = append(errs, err.Error())
+	}
+	if errs[0] != errs[1] || !strings.Contains(errs[0], `"Patient/p0" resolves to no resource in the export (17 references`) || !strings.Contains(errs[0], "(and 1 more)") {
+		t.Fatalf("in memory: %s\nspilled:   %s", errs[0], errs[1])
+	}
+}
+
+// The index's memory stays at its bound however many ids pass: the live
+// heap after 47,000 generated resources is within 1 MiB of the heap after
+// 10,000 (an unbounded index grows by about 100 bytes a resource, 3.7 MB
+// here).
+func TestCheckerIndexMemoryBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("generates 47,000 resources")
+	}
+	dir := t.TempDir()
+	if _, err := synth.WriteNDJSON(dir, synth.Options{Patients: 2500, Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWalker([]string{dir}, WalkOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	c := NewChecker(CheckerOptions{IndexEntries: 2048, SpillDir: t.TempDir()})
+	defer c.Close()
+	live := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	var n int
+	var early uint64
+	for {
+		it, err := w.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Item(it); err != nil {
+			t.Fatal(err)
+		}
+		if n++; n == 10000 {
+			early = live()
+		}
+	}
+	late := live()
+	if err := c.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("live heap after 10,000 resources %.2f MiB, after %d %.2f MiB", float64(early)/(1<<20), n, float64(late)/(1<<20))
+	if n < 45000 || late > early+(1<<20) {
+		t.Errorf("live heap grew from %d to %d bytes over %d resources", early, late, n)
 	}
 }

@@ -55,8 +55,10 @@ type Options struct {
 	Concurrency    int   // uploads in flight (DefaultConcurrency)
 	Workers        int   // validation goroutines (0: GOMAXPROCS)
 
-	// SpoolDir holds ciphertext while a part waits for its upload
-	// (os.TempDir() when empty). Files are 0600 and unlinked at once.
+	// SpoolDir holds ciphertext while a part waits for its upload, and
+	// the validator's id index past its memory bound, sealed under a key
+	// only the process holds (os.TempDir() when empty). Files are 0600 and
+	// unlinked at once.
 	SpoolDir string
 	// ExportID is bound into every object; random when empty.
 	ExportID string
@@ -290,7 +292,9 @@ func (o *Options) defaults() error {
 
 func (e *exporter) walk() (fhir.Stats, error) {
 	o := e.o
-	c := fhir.NewChecker(fhir.CheckerOptions{Policy: o.Policy, Report: e.report})
+	// The Checker's id index spills, sealed, beside the ciphertext spool.
+	c := fhir.NewChecker(fhir.CheckerOptions{Policy: o.Policy, Report: e.report, SpillDir: o.SpoolDir})
+	defer c.Close()
 	var err error
 	if o.Bulk != nil {
 		err = e.walkBulk(c)
@@ -633,7 +637,10 @@ func (e *exporter) uploader() {
 		}
 		key := p.path + ObjectSuffix
 		sum := p.ct.h.Sum(nil)
-		err := e.o.Store.Put(e.ctx, key, p.f, p.ct.n, storage.PutOptions{SHA256: sum, ContentType: "application/octet-stream"})
+		// One request per part: the store verifies the whole part against
+		// its SHA-256 and buffers none of it (in parts, every uploader would
+		// hold several part-sized buffers, up to hundreds of MB in all).
+		err := e.o.Store.Put(e.ctx, key, p.f, p.ct.n, storage.PutOptions{SHA256: sum, OneRequest: true, ContentType: "application/octet-stream"})
 		p.f.Close()
 		if err != nil {
 			e.cancel(err)
