@@ -80,6 +80,38 @@ func BenchmarkMigrateLarge(b *testing.B) {
 	}
 }
 
+// BenchmarkMigrateSmall is BenchmarkMigrateLarge for many small objects:
+// EHRPORT_BENCH_SMALL_N (2000) objects of EHRPORT_BENCH_SMALL_BYTES (20000),
+// the shape of issue 7's small set, where per-request costs dominate.
+func BenchmarkMigrateSmall(b *testing.B) {
+	cfg := testbed(b)
+	n := envInt(b, "EHRPORT_BENCH_SMALL_N", 2000)
+	size := envInt(b, "EHRPORT_BENCH_SMALL_BYTES", 20000)
+	bucket := os.Getenv("EHRPORT_BENCH_SRC_BUCKET")
+	if bucket == "" {
+		bucket = randomName("bench-src-")
+	}
+	src := s3Location(b, cfg, "clouda", bucket, fmt.Sprintf("small-%dx%d", n, size))
+	largeExport(b, src, n, int64(size))
+	dstBucket := randomName("bench-dst-")
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := range b.N {
+		dst := s3Location(b, cfg, "cloudb", dstBucket, "r"+strconv.Itoa(i))
+		rep, err := Run(ctx, opts(b, src, dst))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !rep.Complete() || len(rep.Skipped) != 0 {
+			b.Fatalf("incomplete: failed %+v, skipped %d", rep.Failed, len(rep.Skipped))
+		}
+		b.StopTimer()
+		removeAll(b, dst)
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "objects/s")
+}
+
 func removeAll(b *testing.B, st storage.Store) {
 	b.Helper()
 	for oi, err := range st.List(context.Background(), "") {
@@ -92,10 +124,12 @@ func removeAll(b *testing.B, st storage.Store) {
 	}
 }
 
-// opts are the defaults, or what EHRPORT_BENCH_PARALLEL, _LARGE_IN_FLIGHT,
-// _PART_MIB and _SINGLE_PUT_MAX_MIB (-1: parts) say, to compare settings.
+// opts are the defaults, or what EHRPORT_BENCH_CONCURRENCY, _PARALLEL,
+// _LARGE_IN_FLIGHT, _PART_MIB and _SINGLE_PUT_MAX_MIB (-1: parts) say, to
+// compare settings.
 func opts(b *testing.B, src, dst storage.Store) Options {
 	o := Options{From: src, To: dst}
+	o.Concurrency = envInt(b, "EHRPORT_BENCH_CONCURRENCY", 0)
 	o.Parallel = envInt(b, "EHRPORT_BENCH_PARALLEL", 0)
 	o.LargeInFlight = envInt(b, "EHRPORT_BENCH_LARGE_IN_FLIGHT", 0)
 	o.PartSize = int64(envInt(b, "EHRPORT_BENCH_PART_MIB", 0)) << 20
