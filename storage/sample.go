@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"iter"
 	"strings"
@@ -82,57 +81,7 @@ func (s *LocalStore) SampleObject(ctx context.Context, key, versionID string, n 
 // SampleObject implements Sampler: one ranged GET returns the head, the
 // user metadata and the tag count; tags are fetched only when there are some.
 func (s *S3Store) SampleObject(ctx context.Context, key, versionID string, n int64) (Sample, error) {
-	full, err := s.key(key)
-	if err != nil {
-		return Sample{}, s.fail("get", key, err)
-	}
-	opts := minio.GetObjectOptions{VersionID: versionID}
-	if n > 0 {
-		opts.SetRange(0, n-1)
-	}
-	rc, oi, hdr, err := s.core.GetObject(ctx, s.bucket, full, opts)
-	if err != nil {
-		// An empty object cannot satisfy a range: read it whole.
-		if minio.ToErrorResponse(err).Code == "InvalidRange" {
-			opts = minio.GetObjectOptions{VersionID: versionID}
-			rc, oi, hdr, err = s.core.GetObject(ctx, s.bucket, full, opts)
-		}
-		if err != nil {
-			return Sample{}, s.fail("get", key, err)
-		}
-	}
-	defer rc.Close()
-	head, err := io.ReadAll(io.LimitReader(rc, n))
-	if err != nil {
-		return Sample{}, s.fail("get", key, err)
-	}
-	size := oi.Size
-	// A ranged answer carries the total size in Content-Range.
-	if cr := hdr.Get("Content-Range"); cr != "" {
-		if i := strings.LastIndexByte(cr, '/'); i >= 0 {
-			fmt.Sscan(cr[i+1:], &size)
-		}
-	}
-	smp := Sample{
-		Info:      ObjectInfo{Key: key, Size: size, ModTime: oi.LastModified, ETag: oi.ETag},
-		VersionID: versionID,
-		Head:      head,
-		Metadata:  map[string]string{},
-		SSE:       hdr.Get("x-amz-server-side-encryption"),
-	}
-	for k, v := range hdr {
-		if lk := strings.ToLower(k); strings.HasPrefix(lk, "x-amz-meta-") && len(v) > 0 {
-			smp.Metadata[strings.TrimPrefix(lk, "x-amz-meta-")] = v[0]
-		}
-	}
-	if c := hdr.Get("x-amz-tagging-count"); c != "" && c != "0" {
-		t, err := s.client.GetObjectTagging(ctx, s.bucket, full, minio.GetObjectTaggingOptions{VersionID: versionID})
-		if err != nil {
-			return Sample{}, s.fail("get tags", key, err)
-		}
-		smp.Tags = t.ToMap()
-	}
-	return smp, nil
+	return s.sample(ctx, key, versionID, n, false)
 }
 
 // ListVersions implements VersionLister.
