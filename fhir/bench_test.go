@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ehrport/ehrport/fhir"
 	"github.com/ehrport/ehrport/fhir/synth"
@@ -55,10 +56,18 @@ func report(b *testing.B, resources, size int64) {
 	b.ReportMetric(float64(size)*float64(b.N)/s/1e6, "MB/s")
 }
 
+// reportCPU adds the process CPU time per op since cpu0 (processCPU).
+func reportCPU(b *testing.B, cpu0 time.Duration) {
+	if cpu0 > 0 {
+		b.ReportMetric((processCPU()-cpu0).Seconds()/float64(b.N), "cpu-s/op")
+	}
+}
+
 // BenchmarkNDJSONRead: walker only (read, validate JSON syntax, compact).
 func BenchmarkNDJSONRead(b *testing.B) {
 	dir, lines, size := benchData(b)
 	b.ResetTimer()
+	cpu0 := processCPU()
 	for i := 0; i < b.N; i++ {
 		w, _ := fhir.NewWalker([]string{dir}, fhir.WalkOptions{})
 		n := 0
@@ -76,6 +85,7 @@ func BenchmarkNDJSONRead(b *testing.B) {
 			b.Fatalf("%d items, want %d", n, len(lines))
 		}
 	}
+	reportCPU(b, cpu0)
 	report(b, int64(len(lines)), size)
 }
 
@@ -83,6 +93,7 @@ func benchValidate(b *testing.B, o fhir.ValidatorOptions) {
 	_, lines, size := benchData(b)
 	v := fhir.NewValidator(o)
 	b.ResetTimer()
+	cpu0 := processCPU()
 	for i := 0; i < b.N; i++ {
 		for _, l := range lines {
 			if r := v.Check(l, fhir.Position{File: "x", Entry: -1}, fhir.CheckContext{}); !r.Valid() {
@@ -90,6 +101,7 @@ func benchValidate(b *testing.B, o fhir.ValidatorOptions) {
 			}
 		}
 	}
+	reportCPU(b, cpu0)
 	report(b, int64(len(lines)), size)
 }
 
@@ -107,6 +119,7 @@ func BenchmarkValidateNoTyped(b *testing.B) {
 func BenchmarkExport(b *testing.B) {
 	dir, lines, size := benchData(b)
 	b.ResetTimer()
+	cpu0 := processCPU()
 	for i := 0; i < b.N; i++ {
 		w, _ := fhir.NewWalker([]string{dir}, fhir.WalkOptions{})
 		c := fhir.NewChecker(fhir.CheckerOptions{})
@@ -126,6 +139,7 @@ func BenchmarkExport(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	reportCPU(b, cpu0)
 	report(b, int64(len(lines)), size)
 }
 
@@ -135,6 +149,7 @@ var _ = bytes.MinRead
 func BenchmarkExportParallel(b *testing.B) {
 	dir, lines, size := benchData(b)
 	b.ResetTimer()
+	cpu0 := processCPU()
 	for i := 0; i < b.N; i++ {
 		w, _ := fhir.NewWalker([]string{dir}, fhir.WalkOptions{})
 		c := fhir.NewChecker(fhir.CheckerOptions{})
@@ -149,5 +164,6 @@ func BenchmarkExportParallel(b *testing.B) {
 			b.Fatalf("%d items", n)
 		}
 	}
+	reportCPU(b, cpu0)
 	report(b, int64(len(lines)), size)
 }

@@ -234,15 +234,19 @@ func checkTyped(resourceType string, raw []byte) (known bool, err *typedError) {
 		return true, w.hard
 	}
 	if w.haveType {
-		return true, &w.typeErr
+		e := w.typeErr // a copy: w stays on the stack
+		return true, &e
 	}
 	return true, nil
 }
 
 type typedWalker struct {
-	b        []byte
-	path     []uint16 // field ids from the resource down to the current value
-	pathBuf  [32]uint16
+	b []byte
+	// The field ids from the resource down to the current value: the
+	// first len(path) in path, the rest in deeper (pathological nesting).
+	path     [48]uint16
+	npath    int
+	deeper   []uint16
 	depth    int
 	hard     *typedError
 	haveType bool
@@ -254,7 +258,6 @@ type typedWalker struct {
 type errSyntax struct{}
 
 func (w *typedWalker) run(sid uint16) {
-	w.path = w.pathBuf[:0]
 	defer func() {
 		if r := recover(); r != nil {
 			if _, ok := r.(errSyntax); !ok {
@@ -384,16 +387,23 @@ func (w *typedWalker) saveType(value string, t tField) {
 	}
 	w.haveType = true
 	typ := typedTypeName(t)
-	if len(w.path) == 0 {
+	if w.npath == 0 {
 		w.typeErr = typedError{typeErr: true, msg: "json: cannot unmarshal " + value + " into Go value of type " + typ}
 		return
 	}
-	names := make([]string, len(w.path))
-	for k, id := range w.path {
-		names[k] = typedFields[id].name
+	names := make([]string, w.npath)
+	last := uint16(0)
+	for k := range names {
+		var id uint16
+		if k < len(w.path) {
+			id = w.path[k]
+		} else {
+			id = w.deeper[k-len(w.path)]
+		}
+		names[k], last = typedFields[id].name, id
 	}
 	field := strings.Join(names, ".")
-	owner := typedStructs[typedFields[w.path[len(w.path)-1]].owner].name
+	owner := typedStructs[typedFields[last].owner].name
 	w.typeErr = typedError{typeErr: true, field: field,
 		msg: "json: cannot unmarshal " + value + " into Go struct field " + owner + "." + field + " of type " + typ}
 }
@@ -480,9 +490,14 @@ func (w *typedWalker) object(i int, sid uint16) int {
 		}
 		i = w.ws(i + 1)
 		if id, ok := lookupField(sid, key); ok {
-			w.path = append(w.path, id)
+			if w.npath < len(w.path) {
+				w.path[w.npath] = id
+			} else {
+				w.deeper = append(w.deeper[:w.npath-len(w.path)], id)
+			}
+			w.npath++
 			i = w.value(i, typedFields[id])
-			w.path = w.path[:len(w.path)-1]
+			w.npath--
 			if w.hard != nil {
 				return i
 			}

@@ -386,6 +386,17 @@ func TestTypedWalkerCases(t *testing.T) {
 		}
 		diffCheck(t, []byte(c.raw))
 	}
+	// Deeper than the walker's inline path: 60 nested extensions, a wrong
+	// kind or a bad code at the bottom, and deeper than encoding/json goes.
+	for _, leaf := range []string{`"valueInteger":"x"`, `"valueCode":1`, `"valueQuantity":{"comparator":"~"}`} {
+		deep := `{"resourceType":"Basic","code":{},` + strings.Repeat(`"extension":[{"url":"u",`, 60) + leaf + strings.Repeat(`}]`, 60) + `}`
+		diffTyped(t, "Basic", []byte(deep))
+		diffCheck(t, []byte(deep))
+	}
+	tooDeep := []byte(`{"resourceType":"Basic","x":` + strings.Repeat(`[`, 10001) + strings.Repeat(`]`, 10001) + `}`)
+	if _, err := checkTyped("Basic", tooDeep); err == nil {
+		t.Errorf("nesting over 10000 accepted")
+	}
 	// Malformed input never panics.
 	for _, bad := range []string{``, `{`, `{"gender":`, `{"gender":"male"`, `{"name":[`, `{"a" 1}`, `[`, `{"name":[{"given":["x",]}]}`} {
 		if _, err := checkTyped("Patient", []byte(bad)); err == nil && bad != `` {
