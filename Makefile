@@ -37,6 +37,7 @@ check:
 	$(GO) vet -tags integration ./...
 	$(GO) tool staticcheck ./...
 	bash scripts/check-layers.sh
+	bash scripts/vulncheck.sh
 	cp go.mod /tmp/ehrport-go.mod.bak && cp go.sum /tmp/ehrport-go.sum.bak
 	$(GO) mod tidy
 	@if ! diff -q go.mod /tmp/ehrport-go.mod.bak >/dev/null || ! diff -q go.sum /tmp/ehrport-go.sum.bak >/dev/null; then \
