@@ -3,6 +3,7 @@ package bulk
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -695,7 +696,8 @@ func (c *Client) send(ctx context.Context, k call) (*http.Response, error) {
 		if err != nil {
 			err = fmt.Errorf("bulk: %s %s: %w", k.op, redact(k.url), scrubURLError(err))
 			var rp *redirectPolicyError
-			if errors.As(err, &rp) {
+			if errors.As(err, &rp) || errors.As(err, new(*tls.CertificateVerificationError)) {
+				// Retrying cannot make an untrusted certificate trusted.
 				return nil, err
 			}
 			return nil, &retryableError{err}

@@ -40,6 +40,7 @@ func bulkAuthFlags() []cli.Flag {
 			Usage: "server export: the token endpoint `URL` (default: token_endpoint of BASE/.well-known/smart-configuration)"},
 		&cli.StringSliceFlag{Name: "token-host",
 			Usage: "server export: also send the token for files on `HOST` (host or host:port) when the manifest requires a token (repeatable)"},
+		fhirCAFlag(),
 	}
 }
 
@@ -47,11 +48,13 @@ func bulkAuthFlags() []cli.Flag {
 type bulkAuthOptions struct {
 	ClientID, KeyFile, KeyID, Scope, TokenURL string
 	TokenHosts                                []string
+	CACert                                    string // --fhir-ca-cert
 }
 
 func bulkAuthFrom(c *cli.Context) bulkAuthOptions {
 	return bulkAuthOptions{ClientID: c.String("smart-client-id"), KeyFile: c.String("smart-key"), KeyID: c.String("smart-kid"),
-		Scope: c.String("smart-scope"), TokenURL: c.String("smart-token-url"), TokenHosts: c.StringSlice("token-host")}
+		Scope: c.String("smart-scope"), TokenURL: c.String("smart-token-url"), TokenHosts: c.StringSlice("token-host"),
+		CACert: c.String("fhir-ca-cert")}
 }
 
 // smart reports whether SMART Backend Services was asked for.

@@ -111,7 +111,11 @@ Examples:
 				if c.Int("fhir-retries") < 0 {
 					return usagef("--fhir-retries must be at least 0")
 				}
-				if fc, err = fhirload.New(fhirload.Options{BaseURL: u, Token: os.Getenv("EHRPORT_FHIR_TOKEN"),
+				hc, err := fhirHTTPClient(c.String("fhir-ca-cert"), fhirload.DefaultConcurrency+2)
+				if err != nil {
+					return err
+				}
+				if fc, err = fhirload.New(fhirload.Options{BaseURL: u, Token: os.Getenv("EHRPORT_FHIR_TOKEN"), HTTPClient: hc,
 					Attempts: c.Int("fhir-retries") + 1, Log: g.Log}); err != nil {
 					return usagef("--restore-fhir: %v", err)
 				}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"sort"
 	"strings"
@@ -314,7 +313,11 @@ func progressPrinter(g *globals, what string) (func(export.Progress), time.Durat
 // needs one, comes from EHRPORT_BULK_TOKEN or SMART Backend Services
 // (bulk_auth.go), never from the command line.
 func (o *exportCmdOptions) bulkSource(ctx context.Context) (*export.BulkSource, error) {
-	bo := bulk.Options{BaseURL: o.Server, HTTPClient: &http.Client{}, TokenHosts: o.Auth.TokenHosts,
+	hc, err := fhirHTTPClient(o.Auth.CACert, 8)
+	if err != nil {
+		return nil, err
+	}
+	bo := bulk.Options{BaseURL: o.Server, HTTPClient: hc, TokenHosts: o.Auth.TokenHosts,
 		Events: func(ev bulk.Event) { o.Log.Debug("bulk", "event", fmt.Sprint(ev)) }}
 	auth, err := o.Auth.tokenSource(ctx, o.Server, bo.HTTPClient, o.Log.Warn)
 	if err != nil {

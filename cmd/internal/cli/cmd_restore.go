@@ -56,6 +56,7 @@ refused the token. Guide: docs/restore.md.
 			&cli.IntFlag{Name: "batch-size", Value: fhirload.DefaultBatchSize, Usage: "--to-fhir: `N` resources per transaction Bundle"},
 			&cli.IntFlag{Name: "fhir-concurrency", Value: fhirload.DefaultConcurrency, Usage: "--to-fhir: `N` transactions in flight"},
 			&cli.IntFlag{Name: "retries", Value: fhirload.DefaultAttempts - 1, Usage: "--to-fhir: retry a failed request up to `N` times"},
+			fhirCAFlag(),
 			&cli.StringFlag{Name: "verify-key", Usage: "check the manifest signature with `FILE` (default: DIR/signing.pub.json)", TakesFile: true},
 			&cli.BoolFlag{Name: "allow-unsigned", Usage: "restore even if the manifest is unsigned (not recommended)"},
 			&cli.IntFlag{Name: "concurrency", Value: export.DefaultConcurrency, Usage: "restore `N` objects at a time"},
@@ -85,7 +86,11 @@ refused the token. Guide: docs/restore.md.
 				if c.Int("batch-size") < 1 || c.Int("fhir-concurrency") < 1 || c.Int("retries") < 0 {
 					return usagef("--batch-size and --fhir-concurrency must be at least 1, --retries at least 0")
 				}
-				fc, err := fhirload.New(fhirload.Options{BaseURL: u, Token: os.Getenv("EHRPORT_FHIR_TOKEN"), BatchSize: c.Int("batch-size"),
+				hc, err := fhirHTTPClient(c.String("fhir-ca-cert"), c.Int("fhir-concurrency")+2)
+				if err != nil {
+					return err
+				}
+				fc, err := fhirload.New(fhirload.Options{BaseURL: u, Token: os.Getenv("EHRPORT_FHIR_TOKEN"), HTTPClient: hc, BatchSize: c.Int("batch-size"),
 					Concurrency: c.Int("fhir-concurrency"), Attempts: c.Int("retries") + 1, Log: g.Log})
 				if err != nil {
 					return usagef("--to-fhir: %v", err)

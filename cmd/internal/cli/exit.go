@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io/fs"
 	"syscall"
@@ -39,6 +40,7 @@ func ExitCode(ctx context.Context, err error) int {
 	var storeErr *storage.Error
 	var pathErr *fs.PathError
 	var bulkErr *bulk.ServerError
+	var certErr *tls.CertificateVerificationError
 	switch {
 	case err == nil:
 		return ExitOK
@@ -66,6 +68,7 @@ func ExitCode(ctx context.Context, err error) int {
 		errors.Is(err, bulk.ErrExpired),
 		errors.Is(err, bulk.ErrLimit),
 		errors.As(err, &bulkErr),
+		errors.As(err, &certErr), // a FHIR server's certificate (a store's is a storage.Error)
 		errors.Is(err, syscall.ENOSPC),
 		errors.Is(err, syscall.EROFS):
 		return ExitStorage
@@ -75,6 +78,11 @@ func ExitCode(ctx context.Context, err error) int {
 
 // hint returns a line telling the user what to do, or "".
 func hint(err error) string {
+	var certErr *tls.CertificateVerificationError
+	var storeErr *storage.Error
+	if errors.As(err, &certErr) && !errors.As(err, &storeErr) {
+		return "the FHIR server's certificate is not trusted: if your organisation's CA issued it, give that CA's certificate with --fhir-ca-cert FILE (PEM) or EHRPORT_FHIR_CA_CERT; never turn verification off"
+	}
 	switch {
 	case errors.Is(err, ehrcrypto.ErrCorrupt):
 		return "the file was changed, truncated or bound to another object: do not trust it; fetch it again from a good copy"

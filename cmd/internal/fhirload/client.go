@@ -3,6 +3,7 @@ package fhirload
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -184,6 +185,9 @@ func (c *Client) do(ctx context.Context, method, rel string, body []byte, what s
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return nil, ctx.Err()
+		case err != nil && errors.As(err, new(*tls.CertificateVerificationError)):
+			// Retrying cannot make an untrusted certificate trusted.
+			return nil, fmt.Errorf("%w at %s: %s: %w", ErrUnavailable, c.shown, what, scrub(err))
 		case err != nil:
 			last = fmt.Errorf("%s: %v", what, scrub(err))
 		case status >= 200 && status < 300:
