@@ -45,7 +45,7 @@ if ! EHRPORT_RELIABILITY_OUT="$out/faults.jsonl" "$GO" test -count=1 -p 1 -timeo
 fi
 
 # ------------------------------------------------------------ 2. bad inputs
-tags=()
+tags=() runenv=()
 bad_files=0
 if [[ -d testdata/bad ]]; then
 	bad_files="$(find testdata/bad -type f ! -name EXPECTED.json | wc -l)"
@@ -86,8 +86,8 @@ done
 # ------------------------------------------------------------ 4. security
 : >"$out/security.tsv"
 # check PKG TEST_REGEX DESCRIPTION: runs the test if it exists (with the
-# build tags in the array tags). For a script test (TestScripts/NAME), the
-# txtar file must exist.
+# build tags in the array tags and the variables in the array runenv). For a
+# script test (TestScripts/NAME), the txtar file must exist.
 check() {
 	local pkg="$1" re="$2" what="$3" top="${2%%/*}" result
 	top="${top#^}"
@@ -96,7 +96,11 @@ check() {
 		result="not yet measured (no test)"
 	elif [[ "$top" == TestScripts && ! -f "$pkg/testdata/script/$(basename "${re#*/}" | tr -d '^$').txtar" ]]; then
 		result="not yet measured (no script)"
-	elif "$GO" test "${tags[@]}" -count=1 -run "$re" "$pkg" >"$out/sec.log" 2>&1; then
+	elif (
+		# export, a builtin: the store secrets never stand in an argv.
+		if ((${#runenv[@]})); then export "${runenv[@]}"; fi
+		exec "$GO" test "${tags[@]}" -count=1 -run "$re" "$pkg"
+	) >"$out/sec.log" 2>&1; then
 		result=pass
 		# A pattern that matches nothing passes in go test: not here.
 		if grep -q 'no tests to run' "$out/sec.log"; then
@@ -120,16 +124,18 @@ check ./cmd/internal/export '^TestNoPlaintextOnDisk$' "no plaintext in the spool
 # The real command against the shared test bed, watched by inotify, strace
 # and a final scan; the negative controls prove the watch catches leaks.
 if bash scripts/testbed.sh up >"$out/testbed.log" 2>&1; then
-	set -a
-	# shellcheck source=/dev/null
-	. .cache/testbed/env
-	set +a
+	mapfile -t runenv < <(
+		set -a
+		# shellcheck source=/dev/null
+		. .cache/testbed/env
+		env | grep -E '^EHRPORT_(STORE_CLOUD[AB]_|TESTBED)'
+	)
 fi
 tags=(-tags integration)
 check ./cmd/internal/reliability '^TestIntegrationNoPlaintextOnDisk$/^export$' "no plaintext on disk during export: watched TMPDIR, HOME/XDG, working and output folders, every file write traced"
 check ./cmd/internal/reliability '^TestIntegrationNoPlaintextOnDisk$/^migrate$' "no plaintext on disk during migrate (clouda to cloudb and to a folder), watched the same way"
 check ./cmd/internal/reliability '^TestIntegrationNoPlaintextOnDisk$/^negative_controls$' "the no-plaintext watch catches 5 planted leaks (file left, deleted at once, unlinked spool, gzip, output folder)"
-tags=()
+tags=() runenv=()
 check ./cmd/ehrport '^TestScripts$/^transport$' "http:// endpoints are refused unless allowed explicitly"
 check ./cmd/ehrport '^TestTLSVerifiedAgainstConfiguredCA$' "TLS certificates are verified against the configured CA"
 if [[ "${RELIABILITY_RACE:-}" == 1 ]]; then

@@ -356,7 +356,10 @@ func (r *watchedRun) findings(needles [][]byte, servers []string) []leakFinding 
 			found = append(found, leakFinding{layer, path, what})
 		}
 	}
-	ev := r.ino.stop()
+	ev, overflowed := r.ino.stop()
+	if overflowed {
+		r.t.Errorf("inotify: the kernel's event queue overflowed: files created in the watched folders may be missing from the list")
+	}
 	var names []string
 	for _, e := range ev {
 		names = append(names, r.rel(e.path))
@@ -494,6 +497,9 @@ type inotifyWatch struct {
 	seen map[string]*watchedFile
 	done chan struct{}
 	once sync.Once
+	// overflowed: the kernel dropped events (its queue was full), so
+	// the list of files is not complete.
+	overflowed bool
 }
 
 type watchedFile struct {
@@ -557,6 +563,12 @@ func (w *inotifyWatch) loop() {
 			ev := (*syscall.InotifyEvent)(unsafe.Pointer(&buf[off]))
 			name := string(bytes.TrimRight(buf[off+syscall.SizeofInotifyEvent:off+syscall.SizeofInotifyEvent+int(ev.Len)], "\x00"))
 			off += syscall.SizeofInotifyEvent + int(ev.Len)
+			if ev.Mask&syscall.IN_Q_OVERFLOW != 0 {
+				w.mu.Lock()
+				w.overflowed = true
+				w.mu.Unlock()
+				continue
+			}
 			w.mu.Lock()
 			dir := w.dirs[ev.Wd]
 			w.mu.Unlock()
@@ -591,8 +603,8 @@ func (w *inotifyWatch) record(p string, mask uint32) {
 }
 
 // stop drains the events still queued, ends the watch and returns what it
-// saw.
-func (w *inotifyWatch) stop() []*watchedFile {
+// saw, and whether events were lost.
+func (w *inotifyWatch) stop() ([]*watchedFile, bool) {
 	w.f.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	<-w.done
 	w.close()
@@ -602,7 +614,7 @@ func (w *inotifyWatch) stop() []*watchedFile {
 	for _, f := range w.seen {
 		out = append(out, f)
 	}
-	return out
+	return out, w.overflowed
 }
 
 func (w *inotifyWatch) close() { w.once.Do(func() { w.f.Close() }) }
