@@ -633,10 +633,12 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 // tokenAllowed: tokens and health records travel over https, or over http
 // only to loopback (a server on this machine).
 func tokenAllowed(u *url.URL) bool {
-	if u.Scheme == "https" {
-		return true
-	}
-	host := u.Hostname()
+	return u.Scheme == "https" || Loopback(u.Hostname())
+}
+
+// Loopback reports whether host names this machine (localhost, 127.0.0.0/8
+// or ::1): the only place plain http may carry health records or tokens.
+func Loopback(host string) bool {
 	if host == "localhost" {
 		return true
 	}

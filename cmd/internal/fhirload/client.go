@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -125,18 +124,10 @@ func checkBase(raw string) (*url.URL, error) {
 		return nil, bad("credentials do not belong in the URL: give a bearer token in EHRPORT_FHIR_TOKEN")
 	case u.RawQuery != "" || u.Fragment != "":
 		return nil, bad("a FHIR base has no query or fragment")
-	case u.Scheme == "http" && !loopback(u.Hostname()):
+	case u.Scheme == "http" && !bulk.Loopback(u.Hostname()):
 		return nil, bad("plain http would send health records unencrypted: use https (http only to 127.0.0.1, ::1 or localhost)")
 	}
 	return u, nil
-}
-
-func loopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // redactRaw drops what could be a secret from a URL we could not parse.
