@@ -447,17 +447,26 @@ func (w *typedWalker) array(i int, t tField) int {
 		if w.hard != nil {
 			return i
 		}
-		i = w.ws(i)
-		switch w.b[i] {
-		case ',':
-			i = w.ws(i + 1)
-		case ']':
-			w.depth--
-			return i + 1
-		default:
-			panic(errSyntax{})
+		var done bool
+		if i, done = w.after(i, ']'); done {
+			return i
 		}
 	}
+}
+
+// after reads what follows a member of an array or object: a comma
+// (returns the next member's index) or closing (returns the index after
+// it, done, one level up).
+func (w *typedWalker) after(i int, closing byte) (int, bool) {
+	i = w.ws(i)
+	switch w.b[i] {
+	case ',':
+		return w.ws(i + 1), false
+	case closing:
+		w.depth--
+		return i + 1, true
+	}
+	panic(errSyntax{})
 }
 
 func (w *typedWalker) enter() {
@@ -504,15 +513,9 @@ func (w *typedWalker) object(i int, sid uint16) int {
 		} else {
 			i = w.skip(i)
 		}
-		i = w.ws(i)
-		switch w.b[i] {
-		case ',':
-			i = w.ws(i + 1)
-		case '}':
-			w.depth--
-			return i + 1
-		default:
-			panic(errSyntax{})
+		var done bool
+		if i, done = w.after(i, '}'); done {
+			return i
 		}
 	}
 }

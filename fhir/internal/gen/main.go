@@ -12,19 +12,17 @@ import (
 	"fmt"
 	"go/ast"
 	"go/format"
-	"go/parser"
-	"go/token"
 	"log"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/ehrport/ehrport/fhir/internal/gen/modelsrc"
 )
 
-const modelsModule = "github.com/samply/golang-fhir-models/fhir-models"
+const modelsModule = modelsrc.Module
 
 // Suffixes that mark a choice element (value[x]) in the models' field names.
 var choiceSuffixes = []string{
@@ -47,28 +45,9 @@ func main() {
 	out := flag.String("o", "r4_gen.go", "output file")
 	typedOut := flag.String("typed", "", "output file for the typed walker's tables (typed_gen.go); none if empty")
 	flag.Parse()
-	dirB, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", modelsModule).Output()
-	if err != nil {
-		log.Fatalf("locate %s: %v", modelsModule, err)
-	}
-	dir := filepath.Join(strings.TrimSpace(string(dirB)), "fhir")
-	fset := token.NewFileSet()
-	// The models package has no build tags: parsing every non-test file is
-	// the whole package.
-	entries, err := os.ReadDir(dir)
+	files, err := modelsrc.Parse()
 	if err != nil {
 		log.Fatal(err)
-	}
-	var files []*ast.File
-	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".go") || strings.HasSuffix(e.Name(), "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, filepath.Join(dir, e.Name()), nil, 0)
-		if err != nil {
-			log.Fatal(err)
-		}
-		files = append(files, f)
 	}
 	structs := map[string]*ast.StructType{}
 	var types []string
