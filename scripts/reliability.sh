@@ -134,7 +134,7 @@ fi
 tags=(-tags integration)
 check ./cmd/internal/reliability '^TestIntegrationNoPlaintextOnDisk$/^export$' "no plaintext on disk during export: watched TMPDIR, HOME/XDG, working and output folders, every file write traced"
 check ./cmd/internal/reliability '^TestIntegrationNoPlaintextOnDisk$/^migrate$' "no plaintext on disk during migrate (clouda to cloudb and to a folder), watched the same way"
-check ./cmd/internal/reliability '^TestIntegrationNoPlaintextOnDisk$/^negative_controls$' "the no-plaintext watch catches 5 planted leaks (file left, deleted at once, unlinked spool, gzip, output folder)"
+check ./cmd/internal/reliability '^TestIntegrationNoPlaintextOnDisk$/^negative_controls$' "the no-plaintext watch catches 6 planted leaks (file left, deleted at once, unlinked spool, gzip, output folder, ehrport restore)"
 tags=() runenv=()
 check ./cmd/ehrport '^TestScripts$/^transport$' "http:// endpoints are refused unless allowed explicitly"
 check ./cmd/ehrport '^TestTLSVerifiedAgainstConfiguredCA$' "TLS certificates are verified against the configured CA"

@@ -86,8 +86,9 @@ func TestIntegrationNoPlaintextOnDisk(t *testing.T) {
 	})
 }
 
-// negativeControls plant leaks under the same watch as ehrport's runs and
-// require the checker to catch each one with the layer that must see it.
+// negativeControls plant leaks under the same watch as ehrport's runs (a
+// shell, and ehrport restore, which writes plaintext by design) and require
+// the checker to catch each one with the layer that must see it.
 func negativeControls(t *testing.T, w *world, needles [][]byte, planted plantedPatient) {
 	leak := fmt.Sprintf(`{"resourceType":"Patient","id":%q,"name":[{"family":%q}]}`, planted.id, planted.name)
 	cases := []struct {
@@ -107,7 +108,12 @@ func negativeControls(t *testing.T, w *world, needles [][]byte, planted plantedP
 			[]string{layerFinal, layerStrace}, nil, false},
 		{"plaintext in the output folder", `mkdir -p "$OUT/export"; printf '%s\n' "$LEAK" >"$OUT/export/part.ndjson"`,
 			[]string{layerInotify, layerStrace, layerFinal}, nil, false},
+		// ehrport itself, under strace like the runs above: restore writes
+		// plaintext by design, so the watch must see it.
+		{"ehrport restore into the output folder", "", []string{layerInotify, layerStrace, layerFinal}, nil, false},
 	}
+	// The export the restore case reads, made before its watch starts.
+	w.ok("export", "--from", "gen", "--to", "control-export", "--keys", "k")
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			w.t = t
@@ -115,7 +121,11 @@ func negativeControls(t *testing.T, w *world, needles [][]byte, planted plantedP
 			if tc.strace && run.strace == "" {
 				t.Skip("strace is not installed: only strace can see this leak")
 			}
-			run.shell(tc.script, "LEAK="+leak, "OUT="+run.out)
+			if tc.script == "" {
+				run.ehrport("restore", "--from", "control-export", "--keys", "k", "--to", filepath.Join(run.out, "restored"))
+			} else {
+				run.shell(tc.script, "LEAK="+leak, "OUT="+run.out)
+			}
 			found := run.findings(needles, nil)
 			byLayer := map[string]int{}
 			for _, f := range found {
