@@ -42,8 +42,11 @@ import (
 // Everything captured is searched for plaintext: FHIR JSON ("resourceType"),
 // the planted patient's name and id, and every input patient's id and
 // names, in the bytes as written and, for gzip, decompressed. The negative
-// controls plant leaks with a shell under the same watch and require each
-// to be caught by the layer that must catch it.
+// controls plant leaks under the same watch (with a shell, and with ehrport
+// restore, which writes plaintext by design) and require each to be caught
+// by the layer that must catch it. Without strace (apt-get install strace)
+// the other two layers still run, and the controls only strace can see are
+// skipped.
 func TestIntegrationNoPlaintextOnDisk(t *testing.T) {
 	storeEnv := sharedTestbed(t)
 	w := newWorld(t)
