@@ -236,43 +236,35 @@ func sortedKeys[V any](m map[[16]byte]V) [][16]byte {
 // spillIDs writes the in-memory ids as one sorted run and adds the
 // top-level ones to the Bloom filter.
 func (s *spill) spillIDs(ids map[[16]byte]idRec) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	w := s.newRun()
-	var rec []byte
-	for _, k := range sortedKeys(ids) {
-		r := ids[k]
+	for k, r := range ids {
 		if r.kind == idTop {
 			s.bloomAdd(k)
 		}
-		rec = putDef(rec[:0], k, r)
-		w.add(k, rec)
 	}
-	r, err := w.done()
-	if err != nil {
-		return err
-	}
-	s.defs = append(s.defs, r)
-	return nil
+	return spillRun(s, &s.defs, ids, putDef)
 }
 
 // spillRefs writes the in-memory pending references as one sorted run.
 func (s *spill) spillRefs(pending map[[16]byte]pendingRef) error {
-	if len(pending) == 0 {
+	return spillRun(s, &s.refs, pending, putRef)
+}
+
+// spillRun writes m's records in key order as one run and adds it to runs.
+func spillRun[V any](s *spill, runs *[]*run, m map[[16]byte]V, put func([]byte, [16]byte, V) []byte) error {
+	if len(m) == 0 {
 		return nil
 	}
 	w := s.newRun()
 	var rec []byte
-	for _, k := range sortedKeys(pending) {
-		rec = putRef(rec[:0], k, pending[k])
+	for _, k := range sortedKeys(m) {
+		rec = put(rec[:0], k, m[k])
 		w.add(k, rec)
 	}
 	r, err := w.done()
 	if err != nil {
 		return err
 	}
-	s.refs = append(s.refs, r)
+	*runs = append(*runs, r)
 	return nil
 }
 
