@@ -29,6 +29,7 @@ test-unit:
 	$(GO) test -count=1 -timeout 20m ./...
 
 test-integration: fhirserver-up
+	bash scripts/install-debs.sh
 	$(WITH_TESTBED) $(WITH_FHIRSERVER) $(GO) test -count=1 -p 1 -timeout 30m -tags integration -run Integration ./...
 
 check:
