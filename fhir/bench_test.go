@@ -22,7 +22,7 @@ var (
 	benchBytes int64
 )
 
-// benchData writes synth NDJSON for 2,000 patients (about 50k resources)
+// benchData writes synth NDJSON for 2,000 patients (about 37,000 resources)
 // once per test binary and keeps the lines in memory.
 func benchData(b *testing.B) (string, [][]byte, int64) {
 	benchOnce.Do(func() {

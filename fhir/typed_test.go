@@ -136,8 +136,20 @@ func readResources(t testing.TB, path string) [][]byte {
 // typedInputs gathers the differential test's resources: the shared corpus,
 // synthetic data and the fuzz corpora of fhir/testdata.
 func typedInputs(t *testing.T) (corpus, synthetic, fuzzSeeds [][]byte) {
-	dir := corpusDir(t)
+	// Without the shared corpus (outside CI) the synthetic data and the
+	// mutations still run; corpusDir's skip would drop them too.
+	dir := filepath.Join("..", "..", "shared", "corpus")
+	if _, err := os.Stat(filepath.Join(dir, "hl7-r4-examples")); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("corpus missing at %s (CI=true): %v", dir, err)
+		}
+		t.Logf("corpus not found at %s: synthetic data only", dir)
+		dir = ""
+	}
 	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if dir == "" {
+			return filepath.SkipAll
+		}
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -193,7 +205,7 @@ func resourceTypeOf(raw []byte) string {
 func TestTypedWalkerDifferential(t *testing.T) {
 	corpus, synthetic, fuzzSeeds := typedInputs(t)
 	t.Logf("%d corpus, %d synthetic, %d fuzz-seed resources", len(corpus), len(synthetic), len(fuzzSeeds))
-	if len(corpus) < 100 || len(synthetic) < 100 {
+	if len(corpus) < 100 && os.Getenv("CI") == "true" || len(synthetic) < 100 {
 		t.Fatalf("too few inputs")
 	}
 	all := append(append(append([][]byte(nil), corpus...), synthetic...), fuzzSeeds...)
