@@ -115,6 +115,7 @@ func TestIntegrationMigrateTargetKilledAndResumed(t *testing.T) {
 	}
 	src := s3Location(t, cfg, "clouda", randomName("mig-src-"), "exit")
 	dst := s3Location(t, private, "cloudb", randomName("mig-dst-"), "exit")
+	t.Cleanup(func() { removeAll(t, src) })
 	total := bigExport(t, src, 2000, 20_000, 3, 64<<20)
 
 	ctx := context.Background()
