@@ -140,8 +140,10 @@ type Options struct {
 const DefaultConcurrency = 16
 
 // MaxConcurrency caps Options.Concurrency: each request in flight holds a
-// connection and a sample buffer.
-const MaxConcurrency = 256
+// connection and a sample buffer, and an S3 store keeps at most 128 idle
+// connections per host (storage.NewS3Store): beyond that, connections would
+// be closed after each request and every request would pay a TLS handshake.
+const MaxConcurrency = 128
 
 // DefaultMaxExamples is how many findings of each code a report keeps.
 const DefaultMaxExamples = 100
