@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -341,5 +342,43 @@ func TestCheckerIndexMemoryBounded(t *testing.T) {
 	t.Logf("live heap after 10,000 resources %.2f MiB, after %d %.2f MiB", float64(early)/(1<<20), n, float64(late)/(1<<20))
 	if n < 45000 || late > early+(1<<20) {
 		t.Errorf("live heap grew from %d to %d bytes over %d resources", early, late, n)
+	}
+}
+
+// What the index spills is opaque: no id, reference text, type name or
+// path in the clear, and the file is unlinked from the spill folder at once.
+func TestIndexSpillOpaque(t *testing.T) {
+	dir := spillInput(t, 9)
+	spillDir := t.TempDir()
+	w, err := NewWalker([]string{dir}, WalkOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	c := NewChecker(CheckerOptions{Policy: PolicySkip, IndexEntries: 16, SpillDir: spillDir})
+	defer c.Close()
+	if err := c.Run(w, 2, func(*Item, Action) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.spillAll(); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(spillDir); len(left) != 0 {
+		t.Errorf("spill folder holds %v", left)
+	}
+	data := make([]byte, c.sp.off)
+	if _, err := c.sp.f.ReadAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if len(data) < 10000 {
+		t.Fatalf("only %d bytes spilled", len(data))
+	}
+	for _, needle := range []string{"Patient", "Observation", "Patient/p1", "subject", "f0.ndjson", "Bundle"} {
+		if bytes.Contains(data, []byte(needle)) {
+			t.Errorf("the spill file holds %q in the clear", needle)
+		}
+	}
+	if err := c.Finish(); err != nil {
+		t.Fatal(err)
 	}
 }
