@@ -12,7 +12,8 @@ import (
 )
 
 // TestMillionResourcesBoundedMemory exports about a million synth
-// resources through Walker + Checker.Run and checks peak RSS. It writes
+// resources through Walker + Checker.Run and checks peak RSS and the live
+// heap the Checker keeps. It writes
 // ~1 GB to a temp dir, so it runs only with FHIR_MILLION=1:
 //
 //	FHIR_MILLION=1 go test -run Million -v ./fhir/
@@ -37,7 +38,8 @@ func TestMillionResourcesBoundedMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := fhir.NewChecker(fhir.CheckerOptions{})
+	c := fhir.NewChecker(fhir.CheckerOptions{SpillDir: t.TempDir()})
+	defer c.Close()
 	if err := c.Run(w, 0, func(*fhir.Item, fhir.Action) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
@@ -58,5 +60,10 @@ func TestMillionResourcesBoundedMemory(t *testing.T) {
 	}
 	if ru.Maxrss/1024 > 256 {
 		t.Errorf("peak RSS %d MB over 256 MB", ru.Maxrss/1024)
+	}
+	// The index is bounded (DefaultIndexEntries in memory, the rest
+	// spilled): an unbounded one holds about 95 MB here.
+	if ms.HeapAlloc>>20 > 48 {
+		t.Errorf("live heap %d MB after the export: the id index is not bounded", ms.HeapAlloc>>20)
 	}
 }
