@@ -105,24 +105,12 @@ type Checker struct {
 
 	ids     map[[16]byte]idRec
 	pending map[[16]byte]pendingRef
-	paths   []string
-	pathN   map[string]uint32
 
 	hkey  [16]byte // keys the id hashes: nothing spilled can be matched to an id without it
 	hbuf  []byte
 	limit int
 	sp    *spill // nil until the index first spills
 	seq   uint64 // order of pending references, to find the first use across runs
-}
-
-func (c *Checker) pathIndex(p string) uint32 {
-	if i, ok := c.pathN[p]; ok {
-		return i
-	}
-	i := uint32(len(c.paths))
-	c.paths = append(c.paths, p)
-	c.pathN[p] = i
-	return i
 }
 
 type idRec struct {
@@ -137,13 +125,14 @@ const (
 	idEntry
 )
 
-// pendingRef is the first use of a referenced target not yet seen. It is
-// stored by value with the path interned, as there may be hundreds of
-// thousands while per-type NDJSON files arrive in alphabetical order.
+// pendingRef is the first use of a referenced target not yet seen. The
+// path is kept as is, not interned: inside Bundles it names the entry, so
+// an intern table would grow with the input; the pending map itself is
+// bounded by IndexEntries.
 type pendingRef struct {
 	ref   string
+	path  string
 	seq   uint64
-	path  uint32 // index into Checker.paths
 	file  uint32
 	at    uint32
 	count uint32
@@ -156,7 +145,7 @@ func NewChecker(o CheckerOptions) *Checker {
 		v = NewValidator(ValidatorOptions{})
 	}
 	c := &Checker{opts: o, v: v, fileN: map[string]uint32{},
-		ids: map[[16]byte]idRec{}, pending: map[[16]byte]pendingRef{}, pathN: map[string]uint32{},
+		ids: map[[16]byte]idRec{}, pending: map[[16]byte]pendingRef{},
 		stats: Stats{ByType: map[string]int64{}, Findings: map[Code]int64{}}, limit: o.IndexEntries}
 	if c.limit <= 0 {
 		c.limit = DefaultIndexEntries
@@ -347,7 +336,7 @@ func (c *Checker) addRef(r refSite, pos Position, fullURLs map[[16]byte]bool, sp
 			return
 		}
 		c.seq++
-		c.pending[k] = pendingRef{ref: r.ref, seq: c.seq, path: c.pathIndex(r.path), file: c.fileIndex(pos.File), at: packAt(pos), count: 1}
+		c.pending[k] = pendingRef{ref: r.ref, seq: c.seq, path: r.path, file: c.fileIndex(pos.File), at: packAt(pos), count: 1}
 	case refURN, refAbsolute:
 		if fullURLs != nil && fullURLs[c.idKey(r.ref)] {
 			return
@@ -531,7 +520,7 @@ func (c *Checker) Finish() error {
 		if a.at != b.at {
 			return a.at < b.at
 		}
-		return c.paths[a.path] < c.paths[b.path]
+		return a.path < b.path
 	})
 	var errs []Finding
 	for _, p := range unresolved {
@@ -539,7 +528,7 @@ func (c *Checker) Finish() error {
 		if p.count > 1 {
 			msg += fmt.Sprintf(" (%d references to it; this is the first)", p.count)
 		}
-		f := Finding{Severity: Error, Code: CodeDanglingRef, Pos: c.posOf(idRec{file: p.file, at: p.at}), Path: c.paths[p.path], Msg: msg}
+		f := Finding{Severity: Error, Code: CodeDanglingRef, Pos: c.posOf(idRec{file: p.file, at: p.at}), Path: p.path, Msg: msg}
 		c.report(f)
 		errs = append(errs, f)
 	}

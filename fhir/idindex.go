@@ -205,10 +205,10 @@ func getDef(b []byte) (k [16]byte, r idRec) {
 func putRef(b []byte, k [16]byte, p pendingRef) []byte {
 	b = append(b, k[:]...)
 	b = binary.LittleEndian.AppendUint64(b, p.seq)
-	for _, v := range [...]uint32{p.file, p.at, p.path, p.count, uint32(len(p.ref))} {
+	for _, v := range [...]uint32{p.file, p.at, p.count, uint32(len(p.ref)), uint32(len(p.path))} {
 		b = binary.LittleEndian.AppendUint32(b, v)
 	}
-	return append(b, p.ref...)
+	return append(append(b, p.ref...), p.path...)
 }
 
 // getRef decodes one reference record and returns the rest of b.
@@ -217,11 +217,12 @@ func getRef(b []byte) (k [16]byte, p pendingRef, rest []byte) {
 	p.seq = binary.LittleEndian.Uint64(b[16:])
 	p.file = binary.LittleEndian.Uint32(b[24:])
 	p.at = binary.LittleEndian.Uint32(b[28:])
-	p.path = binary.LittleEndian.Uint32(b[32:])
-	p.count = binary.LittleEndian.Uint32(b[36:])
-	n := int(binary.LittleEndian.Uint32(b[40:]))
-	p.ref = string(b[refRecHead : refRecHead+n])
-	return k, p, b[refRecHead+n:]
+	p.count = binary.LittleEndian.Uint32(b[32:])
+	nr := int(binary.LittleEndian.Uint32(b[36:]))
+	np := int(binary.LittleEndian.Uint32(b[40:]))
+	b = b[refRecHead:]
+	p.ref, p.path = string(b[:nr]), string(b[nr:nr+np])
+	return k, p, b[nr+np:]
 }
 
 func sortedKeys[V any](m map[[16]byte]V) [][16]byte {
