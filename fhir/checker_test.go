@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"reflect"
@@ -320,20 +319,13 @@ func TestCheckerIndexMemoryBounded(t *testing.T) {
 	}
 	var n int
 	var early uint64
-	for {
-		it, err := w.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Item(it); err != nil {
-			t.Fatal(err)
-		}
+	if err := c.Run(w, 1, func(*Item, Action) error {
 		if n++; n == 10000 {
 			early = live()
 		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	late := live()
 	if err := c.Finish(); err != nil {

@@ -5,22 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-
-	"github.com/ehrport/ehrport/fhir/synth"
 )
 
 // BenchmarkExportLocal exports generated data to a local folder store with
 // full validation, and reports resources/s and plaintext MB/s.
 func BenchmarkExportLocal(b *testing.B) {
-	src := b.TempDir()
-	counts, err := synth.WriteNDJSON(src, synth.Options{Patients: benchPatients, Seed: 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	var n int
-	for _, c := range counts {
-		n += c
-	}
+	src, n := genNDJSON(b, benchPatients)
 	var size int64
 	files, _ := filepath.Glob(filepath.Join(src, "*.ndjson"))
 	for _, f := range files {

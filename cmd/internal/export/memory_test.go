@@ -82,15 +82,7 @@ type memUse struct {
 // live heap at the checkpoint after 90% of the resources.
 func memExport(t *testing.T, patients int) memUse {
 	t.Helper()
-	src := t.TempDir()
-	counts, err := synth.WriteNDJSON(src, synth.Options{Patients: patients, Seed: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var total int
-	for _, n := range counts {
-		total += n
-	}
+	src, total := genNDJSON(t, patients)
 	k := newTestKeys(t)
 	o := k.exportOpts(localStore(t), src)
 	o.SpoolDir = t.TempDir()
@@ -129,6 +121,22 @@ func memExport(t *testing.T, patients int) memUse {
 	}
 	u.resources = sum.Resources
 	return u
+}
+
+// genNDJSON writes patients' worth of generated NDJSON (seed 1) to a temp
+// folder and returns it with the number of resources.
+func genNDJSON(t testing.TB, patients int) (string, int) {
+	t.Helper()
+	dir := t.TempDir()
+	counts, err := synth.WriteNDJSON(dir, synth.Options{Patients: patients, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int
+	for _, n := range counts {
+		total += n
+	}
+	return dir, total
 }
 
 // TestExportPeakHeapFlat exports generated data at growing sizes and checks
