@@ -3,9 +3,13 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ehrport/ehrport/cmd/internal/audit"
+	ehrcrypto "github.com/ehrport/ehrport/crypto"
 	"github.com/ehrport/ehrport/storage"
 )
 
@@ -31,17 +36,22 @@ for anything that looks like patient data or a plaintext hash. It records
 versioning, object lock, bucket policy and the endpoint's TLS. It never
 changes the store and needs no key.
 
-Exits 1 when a finding is at or above --fail-on (default high).
+Exits 1 when a finding is at or above --fail-on (default high). The output
+lists at most 100 findings of each kind and counts them all; --findings FILE
+writes every finding, one JSON object per line (the file appears only when
+the audit ran to the end).
 
 Examples:
    ehrport audit --at cloudb:exit-2026
    ehrport audit --at ./export --json > audit.json
-   ehrport audit --at clouda:archive --policy audit-policy.toml --fail-on medium`,
+   ehrport audit --at clouda:archive --policy audit-policy.toml --fail-on medium
+   ehrport audit --at clouda:archive --findings all-findings.jsonl`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "at", Usage: "the store location to audit, `REF` (NAME:bucket/prefix or a folder)", Required: true},
 			&cli.StringFlag{Name: "policy", Usage: "TOML `FILE` with format_version, max_stanzas, required_key_ids, require_escrow, metadata_names, min_payload_entropy (docs/audit.md)", TakesFile: true},
 			&cli.StringFlag{Name: "fail-on", Value: "high", Usage: "exit 1 on findings at or above `SEVERITY`: info, low, medium, high, critical"},
-			&cli.IntFlag{Name: "concurrency", Value: 16, Usage: "objects read at once"},
+			&cli.IntFlag{Name: "concurrency", Value: audit.DefaultConcurrency, Usage: fmt.Sprintf("objects read at once (1 to %d)", audit.MaxConcurrency)},
+			&cli.StringFlag{Name: "findings", Usage: "write every finding to `FILE` as JSON lines", TakesFile: true},
 			reportFlag(), keysDirFlag("sign the --report with the signing key of `DIR`"),
 		},
 		Action: func(c *cli.Context) error {
@@ -56,14 +66,14 @@ Examples:
 			if err != nil {
 				return usagef("--fail-on: %v", err)
 			}
-			if c.Int("concurrency") < 1 || c.Int("concurrency") > 256 {
-				return usagef("--concurrency must be 1 to 256")
+			if c.Int("concurrency") < 1 || c.Int("concurrency") > audit.MaxConcurrency {
+				return usagef("--concurrency must be 1 to %d", audit.MaxConcurrency)
 			}
 			if err := checkReportFlag(c); err != nil {
 				return err
 			}
 			return (&auditOptions{globals: g, At: c.String("at"), PolicyFile: c.String("policy"), FailOn: failOn, Concurrency: c.Int("concurrency"),
-				ReportDir: c.String("report"), Keys: c.String("keys")}).Run(c.Context)
+				FindingsFile: c.String("findings"), ReportDir: c.String("report"), Keys: c.String("keys")}).Run(c.Context)
 		},
 	}
 }
@@ -74,6 +84,8 @@ type auditOptions struct {
 	PolicyFile  string
 	FailOn      audit.Severity
 	Concurrency int
+	// FindingsFile, when set, receives every finding as JSON lines.
+	FindingsFile string
 	// ReportDir, when set, receives a signed report (signed with Keys).
 	ReportDir, Keys string
 }
@@ -151,10 +163,35 @@ func (o *auditOptions) Run(ctx context.Context) error {
 		}
 	}
 	m := newMeter(o.globals, "audit")
-	rep, err := audit.Run(ctx, audit.Options{
+	ao := audit.Options{
 		Store: st, Policy: pol, Concurrency: o.Concurrency,
 		Progress: func(done int64) { m.update(int(done), 0, 0) },
-	})
+	}
+	var rep *audit.Report
+	if o.FindingsFile == "" {
+		rep, err = audit.Run(ctx, ao)
+	} else {
+		// Written beside its final name and renamed there only after the
+		// audit ended, so a partial list never looks complete.
+		err = ehrcrypto.WriteFileAtomic(o.FindingsFile, func(w io.Writer) error {
+			enc := json.NewEncoder(w)
+			var encErr error
+			ao.OnFinding = func(f audit.Finding) {
+				if encErr == nil {
+					encErr = enc.Encode(f)
+				}
+			}
+			var runErr error
+			rep, runErr = audit.Run(ctx, ao)
+			if runErr != nil {
+				return runErr
+			}
+			if encErr != nil {
+				return fmt.Errorf("--findings %s: %w", o.FindingsFile, encErr)
+			}
+			return nil
+		})
+	}
 	if err != nil {
 		return err
 	}
@@ -210,6 +247,13 @@ func printAudit(o *auditOptions, rep *audit.Report) {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", f.Severity, f.Code, dash(obj), dash(strings.Join(f.EUCS, " ")), f.Message)
 		}
 		tw.Flush()
+	}
+	if rep.FindingsOmitted > 0 {
+		var counts []string
+		for _, code := range slices.Sorted(maps.Keys(rep.FindingCounts)) {
+			counts = append(counts, fmt.Sprintf("%s %d", code, rep.FindingCounts[code]))
+		}
+		fmt.Fprintf(w, "... and %d more finding(s) not listed; all counted: %s (--findings FILE lists every one)\n", rep.FindingsOmitted, strings.Join(counts, ", "))
 	}
 	fmt.Fprintln(w, "\nnot checked:")
 	for _, n := range rep.NotChecked {

@@ -114,7 +114,6 @@ func FromAudit(rep *audit.Report, failOn audit.Severity, store Store, version st
 		cls = append(cls, fmt.Sprintf("%s %d", c, rep.Classes[c]))
 	}
 	p.Summary = fmt.Sprintf("%d objects (%d versions) classified without any key: %s", rep.Objects, rep.Versions, strings.Join(cls, ", "))
-	failing := 0
 	for _, f := range rep.Findings {
 		obj := f.Object
 		if f.VersionID != "" {
@@ -124,10 +123,13 @@ func FromAudit(rep *audit.Report, failOn audit.Severity, store Store, version st
 		if f.Severity > audit.Info && f.Severity < failOn {
 			sev = SevLow // shown, below the threshold
 		}
-		if f.Severity >= failOn && f.Severity > audit.Info {
-			failing++
-		}
 		r.Findings = append(r.Findings, Finding{Phase: "audit", Severity: sev, Code: f.Code, Object: obj, Message: f.Message, EUCS: nonNil(f.EUCS), ENISA: nonNil(f.ENISA)})
+	}
+	// Counted over every finding, including those the audit report did not
+	// keep (it keeps a bounded number per code).
+	failing := rep.CountAtLeast(max(failOn, audit.Low))
+	if rep.FindingsOmitted > 0 {
+		p.Summary += fmt.Sprintf("; %d further finding(s) counted but not listed (at most %d per code are kept; `ehrport audit --findings FILE` writes them all)", rep.FindingsOmitted, audit.DefaultMaxExamples)
 	}
 	p.Findings = failing
 	p.Status = StatusPass

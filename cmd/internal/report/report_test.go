@@ -9,10 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tink-crypto/tink-go/v2/keyset"
 	"github.com/tink-crypto/tink-go/v2/signature"
 
+	"github.com/ehrport/ehrport/cmd/internal/audit"
 	ehrcrypto "github.com/ehrport/ehrport/crypto"
 )
 
@@ -193,5 +195,22 @@ func TestWriteVerify(t *testing.T) {
 	os.WriteFile(filepath.Join(foreign, "x"), nil, 0o644)
 	if _, err := Write(foreign, sample(), s, nil); !errors.Is(err, ErrNotReportDir) {
 		t.Fatalf("foreign folder: %v", err)
+	}
+}
+
+// An audit that kept only some of its findings (a bounded number per code)
+// still fails on, and counts, all of them.
+func TestFromAuditCountsOmittedFindings(t *testing.T) {
+	kept := audit.Finding{Severity: audit.Critical, Code: "plaintext-object", Object: "a.ndjson", Message: "plaintext"}
+	rep := &audit.Report{Location: "x", Objects: 500, Classes: map[string]int64{audit.ClassPlaintext: 500},
+		Findings: []audit.Finding{kept}, FindingCounts: map[string]int64{"plaintext-object": 500}, FindingsOmitted: 499,
+		BySeverity: map[string]int{audit.Critical.String(): 500}}
+	r := FromAudit(rep, audit.High, Store{}, "test", time.Now())
+	p := r.Phase("audit")
+	if r.Verdict != Fail || p == nil || p.Findings != 500 || len(r.Findings) != 1 {
+		t.Fatalf("verdict %s, phase %+v, %d findings listed", r.Verdict, p, len(r.Findings))
+	}
+	if !strings.Contains(r.VerdictReasons[0], "500 finding(s)") || !strings.Contains(p.Summary, "499 further finding(s)") {
+		t.Fatalf("reasons %q, summary %q", r.VerdictReasons, p.Summary)
 	}
 }
