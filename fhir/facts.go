@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"sync"
 )
 
 // facts is what one pass over a compacted resource learns without the typed
@@ -39,38 +40,107 @@ type refSite struct {
 
 var errMalformed = errors.New("malformed compacted JSON")
 
+// factScratch is the memory a fact scan reuses from one resource to the
+// next. Callers take one from factScratchPool, so that concurrent Checks
+// never share one.
+type factScratch struct {
+	path  []byte    // JSON path of the value being walked
+	sites []refMark // references found, turned into strings at the end
+	paths []byte    // their paths, back to back
+	buf   []byte
+	seen  map[string]struct{} // top-level keys, once there are many
+}
+
+// refMark is a Reference.reference found by the scan: the opening quote of
+// its value in the resource and its path in factScratch.paths.
+type refMark struct{ quote, ps, pe int }
+
+var factScratchPool = sync.Pool{New: func() any { return new(factScratch) }}
+
+// manyKeys is where the duplicate-key check switches from scanning the keys
+// seen so far to a map.
+const manyKeys = 32
+
+// knownTypes interns the R4 resource type names.
+var knownTypes = sync.OnceValue(func() map[string]string {
+	m := make(map[string]string, len(r4Elements))
+	for t := range r4Elements {
+		m[t] = t
+	}
+	return m
+})
+
+// knownKeys interns the top-level element names of R4 (and their "_"
+// primitive extensions), so that keys need no string of their own.
+var knownKeys = sync.OnceValue(func() map[string]string {
+	m := map[string]string{"resourceType": "resourceType"}
+	for _, elems := range r4Elements {
+		for name := range elems {
+			if _, ok := m[name]; !ok {
+				m[name] = name
+				m["_"+name] = "_" + name
+			}
+		}
+	}
+	return m
+})
+
 // factWalker walks compacted, already validated JSON. It never panics on
-// malformed input; it returns errMalformed instead.
+// malformed input; it returns errMalformed instead. Without scratch (the
+// Bundle reader's use: skipping values) it builds no paths and records no
+// references.
 type factWalker struct {
-	b    []byte
-	f    *facts
-	path []byte
+	b []byte
+	f *facts
+	s *factScratch
 }
 
 // readFacts fills f from the compacted JSON object b. pathPrefix starts every
 // JSON path (for example the resource type, "Patient").
 func readFacts(f *facts, b []byte, pathPrefix string) error {
+	s := factScratchPool.Get().(*factScratch)
+	err := scanFacts(f, s, b, pathPrefix, false)
+	factScratchPool.Put(s)
+	return err
+}
+
+// scanFacts is readFacts with the caller's scratch. With typePrefix (and
+// pathPrefix ""), reference paths start with the resourceType found and a
+// dot, as a resource checked on its own names them.
+func scanFacts(f *facts, s *factScratch, b []byte, pathPrefix string, typePrefix bool) error {
 	*f = facts{refs: f.refs[:0], keys: f.keys[:0], profiles: f.profiles[:0], contained: f.contained[:0]}
-	w := factWalker{b: b, f: f, path: append(make([]byte, 0, 128), pathPrefix...)}
+	s.path = append(s.path[:0], pathPrefix...)
+	s.sites, s.paths = s.sites[:0], s.paths[:0]
+	w := factWalker{b: b, f: f, s: s}
 	if len(b) == 0 || b[0] != '{' {
 		return errMalformed
 	}
-	_, err := w.object(0, 0, true)
-	if err != nil {
+	if _, err := w.object(0, 0, true); err != nil {
 		return err
+	}
+	if cap(f.refs) < len(s.sites) {
+		f.refs = make([]refSite, 0, len(s.sites))
+	}
+	for _, m := range s.sites {
+		// One string holds the reference and its path.
+		ref := w.stringBytes(m.quote)
+		s.buf = append(s.buf[:0], ref...)
+		if typePrefix {
+			s.buf = append(append(s.buf, f.resourceType...), '.')
+		}
+		s.buf = append(s.buf, s.paths[m.ps:m.pe]...)
+		both := string(s.buf)
+		f.refs = append(f.refs, refSite{ref: both[:len(ref)], path: both[len(ref):]})
 	}
 	return nil
 }
 
 func (w *factWalker) object(i, depth int, top bool) (int, error) {
 	b := w.b
+	s := w.s
 	i++ // '{'
 	if i < len(b) && b[i] == '}' {
 		return i + 1, nil
-	}
-	var seen map[string]struct{}
-	if top {
-		seen = make(map[string]struct{}, 32)
 	}
 	for {
 		if i >= len(b) || b[i] != '"' {
@@ -89,28 +159,32 @@ func (w *factWalker) object(i, depth int, top bool) (int, error) {
 			return 0, errMalformed
 		}
 		keyRaw := b[ks:ke]
-		var key string
 		if esc {
-			key = unquote(b[ks-1 : ke+1])
-		} else {
-			key = string(keyRaw)
+			// Rare: the walker keeps escapes in keys as they were.
+			keyRaw = []byte(unquote(b[ks-1 : ke+1]))
 		}
-		mark := len(w.path)
-		if len(w.path) > 0 {
-			w.path = append(w.path, '.')
+		mark := 0
+		if s != nil {
+			mark = len(s.path)
+			if len(s.path) > 0 {
+				s.path = append(s.path, '.')
+			}
+			s.path = append(s.path, keyRaw...)
 		}
-		w.path = append(w.path, key...)
 		vc := b[i]
 		if top {
-			if _, dup := seen[key]; dup && w.f.dupKey == "" {
+			key, ok := knownKeys()[string(keyRaw)]
+			if !ok {
+				key = string(keyRaw)
+			}
+			if w.seenKey(key) && w.f.dupKey == "" {
 				w.f.dupKey = key
 			}
-			seen[key] = struct{}{}
 			w.f.keys = append(w.f.keys, keyKind{name: key, kind: vc})
 			switch key {
 			case "resourceType":
 				if vc == '"' {
-					w.f.resourceType = w.stringAt(i)
+					w.f.resourceType = w.internedAt(i)
 				}
 			case "id":
 				w.f.hasID = true
@@ -134,14 +208,19 @@ func (w *factWalker) object(i, depth int, top bool) (int, error) {
 						return 0, err
 					}
 					i = next
-					w.path = w.path[:mark]
+					s.path = s.path[:mark]
 					goto sep
 				}
 			}
 		} else if vc == '"' {
-			switch key {
+			switch string(keyRaw) {
 			case "reference":
-				w.f.refs = append(w.f.refs, refSite{ref: w.stringAt(i), path: string(w.path)})
+				if s == nil {
+					break
+				}
+				ps := len(s.paths)
+				s.paths = append(s.paths, s.path...)
+				s.sites = append(s.sites, refMark{quote: i, ps: ps, pe: len(s.paths)})
 			case "system":
 				if bytes.HasPrefix(b[i:], []byte(`"http://hl7.org/fhir/v2/`)) || bytes.HasPrefix(b[i:], []byte(`"http://hl7.org/fhir/v3/`)) {
 					if w.f.oldSystems == 0 {
@@ -158,7 +237,9 @@ func (w *factWalker) object(i, depth int, top bool) (int, error) {
 			}
 			i = next
 		}
-		w.path = w.path[:mark]
+		if s != nil {
+			s.path = s.path[:mark]
+		}
 	sep:
 		if i >= len(b) {
 			return 0, errMalformed
@@ -172,6 +253,35 @@ func (w *factWalker) object(i, depth int, top bool) (int, error) {
 			return 0, errMalformed
 		}
 	}
+}
+
+// seenKey reports whether the top-level key was seen before; key becomes
+// one of the keys seen. Resources have a few dozen keys at most, which a
+// scan of f.keys checks faster than a map.
+func (w *factWalker) seenKey(key string) bool {
+	keys := w.f.keys
+	if len(keys) < manyKeys {
+		for i := range keys {
+			if keys[i].name == key {
+				return true
+			}
+		}
+		return false
+	}
+	m := w.s.seen
+	if len(keys) == manyKeys {
+		if m == nil {
+			m = make(map[string]struct{}, 2*manyKeys)
+			w.s.seen = m
+		}
+		clear(m)
+		for _, k := range keys {
+			m[k.name] = struct{}{}
+		}
+	}
+	_, dup := m[key]
+	m[key] = struct{}{}
+	return dup
 }
 
 func (w *factWalker) value(i, depth int) (int, error) {
@@ -204,11 +314,17 @@ func (w *factWalker) array(i, depth int, each func(start, end int)) (int, error)
 	if i < len(b) && b[i] == ']' {
 		return i + 1, nil
 	}
-	mark := len(w.path)
+	s := w.s
+	mark := 0
+	if s != nil {
+		mark = len(s.path)
+	}
 	for n := 0; ; n++ {
-		w.path = append(w.path[:mark], '[')
-		w.path = strconv.AppendInt(w.path, int64(n), 10)
-		w.path = append(w.path, ']')
+		if s != nil {
+			s.path = append(s.path[:mark], '[')
+			s.path = strconv.AppendInt(s.path, int64(n), 10)
+			s.path = append(s.path, ']')
+		}
 		start := i
 		next, err := w.value(i, depth+1)
 		if err != nil {
@@ -218,7 +334,9 @@ func (w *factWalker) array(i, depth int, each func(start, end int)) (int, error)
 			each(start, next)
 		}
 		i = next
-		w.path = w.path[:mark]
+		if s != nil {
+			s.path = s.path[:mark]
+		}
 		if i >= len(b) {
 			return 0, errMalformed
 		}
@@ -262,6 +380,14 @@ func (w *factWalker) profiles(i int) {
 func (w *factWalker) strSpan(i int) (start, end int, esc bool, err error) {
 	b := w.b
 	j := i + 1
+	// Most strings have no escapes: two vectorised scans find their end.
+	q := bytes.IndexByte(b[j:], '"')
+	if q < 0 {
+		return 0, 0, false, errMalformed
+	}
+	if bytes.IndexByte(b[j:j+q], '\\') < 0 {
+		return i + 1, j + q, false, nil
+	}
 	for j < len(b) {
 		switch b[j] {
 		case '"':
@@ -285,6 +411,30 @@ func (w *factWalker) stringAt(i int) string {
 		return unquote(w.b[s-1 : e+1])
 	}
 	return string(w.b[s:e])
+}
+
+// internedAt is stringAt for a resourceType: R4's type names need no
+// string of their own.
+func (w *factWalker) internedAt(i int) string {
+	if s, e, esc, err := w.strSpan(i); err == nil && !esc {
+		if t, ok := knownTypes()[string(w.b[s:e])]; ok {
+			return t
+		}
+	}
+	return w.stringAt(i)
+}
+
+// stringBytes is stringAt without a string: the content in b when it has
+// no escapes.
+func (w *factWalker) stringBytes(i int) []byte {
+	s, e, esc, err := w.strSpan(i)
+	if err != nil {
+		return nil
+	}
+	if esc {
+		return []byte(unquote(w.b[s-1 : e+1]))
+	}
+	return w.b[s:e]
 }
 
 func unquote(q []byte) string {

@@ -3,6 +3,7 @@ package fhir
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -79,17 +80,20 @@ func (v *Validator) Check(raw []byte, pos Position, ctx CheckContext) *Result {
 }
 
 func (v *Validator) check(r *Result, raw []byte, pos Position, ctx CheckContext, depth int) {
-	var f facts
+	cs := checkScratchPool.Get().(*checkScratch)
+	defer checkScratchPool.Put(cs)
+	f := &cs.f
+	// The references go to the Result: never share their slice with a
+	// later call.
+	f.refs = nil
+	defer func() { f.refs = nil }()
 	prefix := ctx.PathPrefix
-	if err := readFacts(&f, raw, prefix); err != nil {
+	if err := scanFacts(f, &cs.s, raw, prefix, prefix == ""); err != nil {
 		r.add(Error, CodeInvalidJSON, pos, prefix, "not a JSON object")
 		return
 	}
 	if prefix == "" {
 		prefix = f.resourceType
-		for i := range f.refs {
-			f.refs[i].path = prefix + "." + f.refs[i].path
-		}
 	}
 	if depth == 0 {
 		r.Type, r.ID = f.resourceType, f.id
@@ -102,7 +106,7 @@ func (v *Validator) check(r *Result, raw []byte, pos Position, ctx CheckContext,
 		r.add(Error, CodeNotResource, pos, prefix, "no string resourceType: not a FHIR resource")
 		return
 	}
-	if ver, why := versionTell(&f); ver != "" {
+	if ver, why := versionTell(f); ver != "" {
 		if depth == 0 {
 			r.Version = ver
 		}
@@ -169,7 +173,7 @@ func (v *Validator) check(r *Result, raw []byte, pos Position, ctx CheckContext,
 	for _, group := range r4Required[f.resourceType] {
 		found := false
 		for _, n := range group {
-			if hasElement(&f, n) {
+			if hasElement(f, n) {
 				found = true
 				break
 			}
@@ -209,9 +213,18 @@ func (v *Validator) check(r *Result, raw []byte, pos Position, ctx CheckContext,
 		v.check(r, raw[c.start:c.end], pos, CheckContext{PathPrefix: fmt.Sprintf("%s.contained[%d]", prefix, i)}, depth+1)
 	}
 	if depth == 0 {
-		checkRefSyntax(r, &f, raw, pos)
+		checkRefSyntax(r, f, raw, pos)
 	}
 }
+
+// checkScratch is the memory one check reuses; a pool hands each concurrent
+// Check its own.
+type checkScratch struct {
+	f facts
+	s factScratch
+}
+
+var checkScratchPool = sync.Pool{New: func() any { return new(checkScratch) }}
 
 // hasElement reports whether the resource has element name, or only its
 // primitive extension _name. A scan: resources have few keys, and a map
@@ -287,7 +300,8 @@ func parseRef(ref string) (refKind, string) {
 	if hist != "" && !strings.HasPrefix(hist, "_history/") {
 		return refBad, ref
 	}
-	return refTypeID, t + "/" + id
+	// "Type/id" is where ref starts: a substring, not a new string.
+	return refTypeID, ref[:len(t)+1+len(id)]
 }
 
 func checkRefSyntax(r *Result, f *facts, raw []byte, pos Position) {
