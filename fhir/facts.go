@@ -173,10 +173,7 @@ func (w *factWalker) object(i, depth int, top bool) (int, error) {
 		}
 		vc := b[i]
 		if top {
-			key, ok := knownKeys()[string(keyRaw)]
-			if !ok {
-				key = string(keyRaw)
-			}
+			key := w.keyName(keyRaw)
 			if w.seenKey(key) && w.f.dupKey == "" {
 				w.f.dupKey = key
 			}
@@ -253,6 +250,23 @@ func (w *factWalker) object(i, depth int, top bool) (int, error) {
 			return 0, errMalformed
 		}
 	}
+}
+
+// keyName is the top-level key k as a string without allocating one for
+// the keys R4 knows. Resources of a file mostly share their type and the
+// order of their keys: the name the previous scan with this scratch found
+// at the same place is tried first (f.keys keeps it past its length).
+func (w *factWalker) keyName(k []byte) string {
+	keys := w.f.keys
+	if n := len(keys); n < cap(keys) {
+		if prev := keys[:n+1][n].name; prev == string(k) {
+			return prev
+		}
+	}
+	if name, ok := knownKeys()[string(k)]; ok {
+		return name
+	}
+	return string(k)
 }
 
 // seenKey reports whether the top-level key was seen before; key becomes

@@ -30,6 +30,11 @@ func diffFacts(t testing.TB, raw []byte) bool {
 	if oracleReadFacts(&want, raw, "") != nil {
 		return true
 	}
+	// Facts and scratch reused from scan to scan, as Check's pool does.
+	if err := scanFacts(&reusedFacts, &reusedScratch, raw, "", false); err != nil || !sameFacts(&want, &reusedFacts) {
+		t.Errorf("reused, %.300s\n oracle: %+v\n scan:   %v %+v", raw, want, err, reusedFacts)
+		return false
+	}
 	for i := range want.refs {
 		want.refs[i].path = want.resourceType + "." + want.refs[i].path
 	}
@@ -39,6 +44,11 @@ func diffFacts(t testing.TB, raw []byte) bool {
 	}
 	return true
 }
+
+var (
+	reusedFacts   facts
+	reusedScratch factScratch
+)
 
 // sameFacts compares every fact; nil and empty slices are the same.
 func sameFacts(a, b *facts) bool {
