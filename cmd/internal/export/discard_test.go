@@ -5,8 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ehrport/ehrport/fhir/synth"
 	"github.com/ehrport/ehrport/storage"
@@ -36,7 +43,9 @@ func TestFailedManifestPutNeverStandsAlone(t *testing.T) {
 	}
 	k := newTestKeys(t)
 	st := localStore(t)
-	if _, err := k.exportOpts(&lostAnswerStore{st}, src).Run(context.Background()); !errors.Is(err, storage.ErrUnavailable) {
+	o := k.exportOpts(&lostAnswerStore{st}, src)
+	o.Retry = storage.RetryPolicy{Base: time.Millisecond, Max: 2 * time.Millisecond}
+	if _, err := o.Run(context.Background()); !errors.Is(err, storage.ErrUnavailable) {
 		t.Fatalf("err = %v, want the manifest's failed Put", err)
 	}
 	if _, err := st.Stat(context.Background(), ManifestKey); err == nil {
@@ -100,5 +109,120 @@ func TestCleanupStopsWhenStoreIsDown(t *testing.T) {
 	}
 	if n := ds.deletes.Load(); n != 1 {
 		t.Fatalf("%d deletes tried against a store that is down; want 1", n)
+	}
+}
+
+// resetStore breaks the first Put of every data object half-way through
+// its body, as a connection reset would, and lets the next one through.
+type resetStore struct {
+	storage.Store
+	mu     sync.Mutex
+	broken map[string]bool
+	resets atomic.Int64
+}
+
+func (s *resetStore) Put(ctx context.Context, key string, r io.Reader, size int64, o storage.PutOptions) error {
+	s.mu.Lock()
+	first := strings.HasSuffix(key, ObjectSuffix) && !s.broken[key]
+	s.broken[key] = true
+	s.mu.Unlock()
+	if first {
+		if _, err := io.CopyN(io.Discard, r, size/2); err != nil {
+			return err
+		}
+		s.resets.Add(1)
+		return &storage.Error{Op: "put", Location: s.Location(), Key: key, Err: fmt.Errorf("%w: connection reset by peer", storage.ErrUnavailable)}
+	}
+	return s.Store.Put(ctx, key, r, size, o)
+}
+
+// A part whose upload is reset half-way is sent again, whole, from its
+// spool file: the export completes and restores to the same bytes as an
+// export that met no reset.
+func TestPartUploadRetriedAfterReset(t *testing.T) {
+	src := t.TempDir()
+	if _, err := synth.WriteNDJSON(src, synth.Options{Patients: 6, Seed: 5}); err != nil {
+		t.Fatal(err)
+	}
+	k := newTestKeys(t)
+	rs := &resetStore{Store: localStore(t), broken: map[string]bool{}}
+	o := k.exportOpts(rs, src)
+	o.Retry = storage.RetryPolicy{Base: time.Millisecond, Max: 2 * time.Millisecond}
+	if _, err := o.Run(context.Background()); err != nil {
+		t.Fatalf("export with resets: %v", err)
+	}
+	if rs.resets.Load() == 0 {
+		t.Fatal("no upload was reset: the test tests nothing")
+	}
+	_, got, err := k.restore(t, rs.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clean := localStore(t)
+	if _, err := k.exportOpts(clean, src).Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, want, err := k.restore(t, clean)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g, w := treeBytes(t, got), treeBytes(t, want); len(w) == 0 || !maps.Equal(g, w) {
+		t.Fatalf("the export that met resets restores to other bytes: %d files against %d", len(g), len(w))
+	}
+	t.Logf("%d uploads reset and sent again", rs.resets.Load())
+}
+
+// treeBytes maps each file under dir, by relative path, to its content.
+func treeBytes(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		rel, _ := filepath.Rel(dir, path)
+		m[rel] = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// lostOnceStore commits the manifest and loses the answer once.
+type lostOnceStore struct {
+	storage.Store
+	lost atomic.Bool
+}
+
+func (s *lostOnceStore) Put(ctx context.Context, key string, r io.Reader, size int64, o storage.PutOptions) error {
+	if err := s.Store.Put(ctx, key, r, size, o); err != nil {
+		return err
+	}
+	if key == ManifestKey && !s.lost.Swap(true) {
+		return &storage.Error{Op: "put", Location: s.Location(), Key: key, Err: fmt.Errorf("%w: connection reset by peer", storage.ErrUnavailable)}
+	}
+	return nil
+}
+
+// A manifest stored whose answer was lost is written again, the same
+// bytes: the export completes instead of failing with the manifest in
+// place.
+func TestManifestAnswerLostOnce(t *testing.T) {
+	src := t.TempDir()
+	if _, err := synth.WriteNDJSON(src, synth.Options{Patients: 3, Seed: 4}); err != nil {
+		t.Fatal(err)
+	}
+	k := newTestKeys(t)
+	st := &lostOnceStore{Store: localStore(t)}
+	o := k.exportOpts(st, src)
+	o.Retry = storage.RetryPolicy{Base: time.Millisecond, Max: 2 * time.Millisecond}
+	if _, err := o.Run(context.Background()); err != nil || !st.lost.Load() {
+		t.Fatalf("export: %v (answer lost: %v)", err, st.lost.Load())
+	}
+	if _, _, err := k.restore(t, st.Store); err != nil {
+		t.Fatalf("restore: %v", err)
 	}
 }

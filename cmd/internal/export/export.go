@@ -53,7 +53,10 @@ type Options struct {
 	SplitResources int64 // resources per part (DefaultSplitResources)
 	SplitBytes     int64 // plaintext bytes per part (DefaultSplitBytes)
 	Concurrency    int   // uploads in flight (DefaultConcurrency)
-	Workers        int   // validation goroutines (0: GOMAXPROCS)
+	// Retry governs each part's upload, resent from its spool file after a
+	// reset or a server error (storage.DefaultRetryPolicy when zero).
+	Retry   storage.RetryPolicy
+	Workers int // validation goroutines (0: GOMAXPROCS)
 
 	// SpoolDir holds ciphertext while a part waits for its upload, and
 	// the validator's id index past its memory bound, sealed under a key
@@ -640,7 +643,18 @@ func (e *exporter) uploader() {
 		// One request per part: the store verifies the whole part against
 		// its SHA-256 and buffers none of it (in parts, every uploader would
 		// hold several part-sized buffers, up to hundreds of MB in all).
-		err := e.o.Store.Put(e.ctx, key, p.f, p.ct.n, storage.PutOptions{SHA256: sum, OneRequest: true, ContentType: "application/octet-stream"})
+		retries, err := e.o.Retry.Do(e.ctx, func(attempt int) error {
+			if attempt > 1 {
+				// The spool file holds the whole part: send it again.
+				if _, err := p.f.Seek(0, io.SeekStart); err != nil {
+					return err
+				}
+			}
+			return e.o.Store.Put(e.ctx, key, p.f, p.ct.n, storage.PutOptions{SHA256: sum, OneRequest: true, ContentType: "application/octet-stream"})
+		})
+		if retries > 0 {
+			e.o.Log.Warn("part upload retried", "key", key, "retries", retries, "ok", err == nil)
+		}
 		p.f.Close()
 		if err != nil {
 			e.cancel(err)
@@ -706,7 +720,9 @@ func (e *exporter) finish(st fhir.Stats, created time.Time) (*Summary, error) {
 		return nil, err
 	}
 	sumSHA := sha256.Sum256(ct.Bytes())
-	if err := o.Store.Put(ctx, SummaryKey, bytes.NewReader(ct.Bytes()), int64(ct.Len()), storage.PutOptions{SHA256: sumSHA[:], ContentType: "application/octet-stream"}); err != nil {
+	if _, err := o.Retry.Do(ctx, func(int) error {
+		return o.Store.Put(ctx, SummaryKey, bytes.NewReader(ct.Bytes()), int64(ct.Len()), storage.PutOptions{SHA256: sumSHA[:], ContentType: "application/octet-stream"})
+	}); err != nil {
 		return nil, err
 	}
 	e.objects = append(e.objects, ObjectEntry{Key: SummaryKey, Path: SummaryPath, Kind: KindSummary, Size: int64(ct.Len()), SHA256: hex.EncodeToString(sumSHA[:])})
@@ -759,7 +775,7 @@ func (e *exporter) finish(st fhir.Stats, created time.Time) (*Summary, error) {
 			m.Deleted = append(m.Deleted, OutputEntry{Type: ob.Type, URL: ob.Key})
 		}
 	}
-	mb, err := WriteManifest(ctx, o.Store, &m, o.Signer)
+	mb, err := WriteManifest(ctx, o.Store, &m, o.Signer, o.Retry)
 	if err != nil {
 		return nil, err
 	}
@@ -775,8 +791,9 @@ func (e *exporter) finish(st fhir.Stats, created time.Time) (*Summary, error) {
 
 // WriteManifest signs m with signer (nil: unsigned) and writes the
 // signature, then manifest.json, last (docs §2). It returns the manifest's
-// exact bytes, which the signature covers.
-func WriteManifest(ctx context.Context, st storage.Store, m *Manifest, signer *ehrcrypto.Signer) ([]byte, error) {
+// exact bytes, which the signature covers. Each Put is retried under retry
+// (storage.DefaultRetryPolicy when zero).
+func WriteManifest(ctx context.Context, st storage.Store, m *Manifest, signer *ehrcrypto.Signer, retry storage.RetryPolicy) ([]byte, error) {
 	x := &m.Extension.Ehrport
 	x.Signed, x.SigningKeyID = signer != nil, 0
 	if signer != nil {
@@ -797,21 +814,26 @@ func WriteManifest(ctx context.Context, st storage.Store, m *Manifest, signer *e
 			return nil, err
 		}
 		sj = append(sj, '\n')
-		if err := putBytes(ctx, st, SignatureKey, sj); err != nil {
+		if err := putBytes(ctx, st, SignatureKey, sj, retry); err != nil {
 			return nil, err
 		}
 	} else if err := st.Delete(ctx, SignatureKey); err != nil {
 		return nil, err
 	}
-	if err := putBytes(ctx, st, ManifestKey, mb); err != nil {
+	if err := putBytes(ctx, st, ManifestKey, mb, retry); err != nil {
 		return nil, err
 	}
 	return mb, nil
 }
 
-func putBytes(ctx context.Context, st storage.Store, key string, b []byte) error {
+// putBytes writes b at key, again under retry after a reset or a server
+// error: the same bytes, so a Put whose answer was lost is simply redone.
+func putBytes(ctx context.Context, st storage.Store, key string, b []byte, retry storage.RetryPolicy) error {
 	h := sha256.Sum256(b)
-	return st.Put(ctx, key, bytes.NewReader(b), int64(len(b)), storage.PutOptions{SHA256: h[:], ContentType: "application/json"})
+	_, err := retry.Do(ctx, func(int) error {
+		return st.Put(ctx, key, bytes.NewReader(b), int64(len(b)), storage.PutOptions{SHA256: h[:], ContentType: "application/json"})
+	})
+	return err
 }
 
 // discard closes open parts and, unless interrupted, removes what this run

@@ -130,7 +130,7 @@ func (o *RewrapOptions) Run(ctx context.Context) (*RewrapSummary, error) {
 		x.Recipients = append(x.Recipients, RecipientEntry{Type: ehrcrypto.StanzaTypeName(s.Type), Role: ehrcrypto.RoleName(s.Role), KeyID: s.KeyID, URI: string(s.Locator)})
 	}
 	sum.Recipients = len(x.Recipients)
-	if _, err := WriteManifest(ctx, o.Store, m, o.Signer); err != nil {
+	if _, err := WriteManifest(ctx, o.Store, m, o.Signer, storage.RetryPolicy{}); err != nil {
 		return nil, err
 	}
 	sum.Duration = time.Since(start)
