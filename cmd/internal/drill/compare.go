@@ -89,6 +89,7 @@ func readSource(ctx context.Context, src []string) (*sourceIndex, error) {
 	}
 	defer w.Close()
 	chk := fhir.NewChecker(fhir.CheckerOptions{Policy: fhir.PolicyFail})
+	defer chk.Close() // its spilled index, when a comparison stops early
 	err = chk.Run(w, 0, func(it *fhir.Item, act fhir.Action) error {
 		if err := ctx.Err(); err != nil {
 			return err

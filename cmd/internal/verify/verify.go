@@ -462,6 +462,7 @@ func (v *verifier) checkFHIR(lines <-chan fhirLine) fhirResult {
 		}
 	}
 	ck := fhir.NewChecker(fhir.CheckerOptions{Policy: fhir.PolicySkip, Report: report})
+	defer ck.Close() // its spilled index, when verification stops early
 	for l := range lines {
 		// Bundles kept whole are checked entry by entry, exactly as the
 		// export did, so that the counts compare like with like.
