@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/ehrport/ehrport/fhir/synth"
 )
 
 // diffFacts fails t when the scan and its oracle (the scan as it was,
@@ -166,4 +169,46 @@ func TestCheckConcurrent(t *testing.T) {
 	for e := range errs {
 		t.Error(e)
 	}
+}
+
+// BenchmarkFactScan: the fact scan alone over synthetic resources, as
+// Check runs it (pooled scratch, paths under the type) and as its oracle
+// (the scan before it was made allocation-lean) ran it.
+func BenchmarkFactScan(b *testing.B) {
+	dir := b.TempDir()
+	if _, err := synth.WriteNDJSON(dir, synth.Options{Patients: 100, Seed: 5}); err != nil {
+		b.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.ndjson"))
+	var lines [][]byte
+	for _, f := range files {
+		lines = append(lines, readResources(b, f)...)
+	}
+	b.Run("scan", func(b *testing.B) {
+		b.ReportAllocs()
+		var f facts
+		var s factScratch
+		for b.Loop() {
+			for _, l := range lines {
+				f.refs = nil // as Check hands them to the Result
+				if err := scanFacts(&f, &s, l, "", true); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+	b.Run("oracle", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, l := range lines {
+				var f facts
+				if err := oracleReadFacts(&f, l, ""); err != nil {
+					b.Fatal(err)
+				}
+				for i := range f.refs {
+					f.refs[i].path = f.resourceType + "." + f.refs[i].path
+				}
+			}
+		}
+	})
 }
