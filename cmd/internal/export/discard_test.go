@@ -1,6 +1,7 @@
 package export
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -224,5 +226,56 @@ func TestManifestAnswerLostOnce(t *testing.T) {
 	}
 	if _, _, err := k.restore(t, st.Store); err != nil {
 		t.Fatalf("restore: %v", err)
+	}
+}
+
+// Input that mixes resource types line by line opens no more than
+// MaxOpenParts parts at once: the part written to longest ago is finished
+// early. The export then has more, smaller parts, and restores to the
+// same resources of each type, in the same order.
+func TestMaxOpenParts(t *testing.T) {
+	src := t.TempDir()
+	var mixed bytes.Buffer
+	err := synth.Generate(synth.Options{Patients: 6, Seed: 8}, false, func(r synth.Resource) error {
+		mixed.Write(r.JSON)
+		return mixed.WriteByte('\n')
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "mixed.ndjson"), mixed.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k := newTestKeys(t)
+	lastMaxOpen := 0
+	observeMaxOpen = func(n int) { lastMaxOpen = n }
+	defer func() { observeMaxOpen = nil }()
+	run := func(maxOpen int) (map[string]string, int, int) {
+		st := localStore(t)
+		o := k.exportOpts(st, src)
+		o.MaxOpenParts = maxOpen
+		sum, err := o.Run(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, dir, err := k.restore(t, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Each type's parts, concatenated in part order.
+		byType := map[string]string{}
+		files := treeBytes(t, dir)
+		for _, name := range slices.Sorted(maps.Keys(files)) {
+			byType[strings.SplitN(filepath.Base(name), ".", 2)[0]] += files[name]
+		}
+		return byType, sum.Objects, lastMaxOpen
+	}
+	want, wholeParts, _ := run(0)
+	got, parts, open := run(2)
+	if open > 2 || parts <= wholeParts {
+		t.Fatalf("MaxOpenParts 2: at most %d parts open, %d objects (against %d)", open, parts, wholeParts)
+	}
+	if len(want) < 5 || !maps.Equal(got, want) {
+		t.Fatalf("restored resources differ: %d types against %d", len(got), len(want))
 	}
 }

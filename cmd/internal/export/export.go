@@ -53,6 +53,12 @@ type Options struct {
 	SplitResources int64 // resources per part (DefaultSplitResources)
 	SplitBytes     int64 // plaintext bytes per part (DefaultSplitBytes)
 	Concurrency    int   // uploads in flight (DefaultConcurrency)
+	// MaxOpenParts bounds the parts being written at once
+	// (DefaultMaxOpenParts). Each holds a 1 MiB segment buffer; when input
+	// that mixes many resource types would open more, the part written to
+	// longest ago is finished early, so memory does not grow with the
+	// number of types.
+	MaxOpenParts int
 	// Retry governs each part's upload, resent from its spool file after a
 	// reset or a server error (storage.DefaultRetryPolicy when zero).
 	Retry   storage.RetryPolicy
@@ -128,6 +134,9 @@ type exporter struct {
 	cancel  context.CancelCauseFunc
 	exportI string
 	streams map[streamKey]*stream
+	clock   uint64 // counts partFor calls, to find the part idle longest
+	open    int    // parts being written
+	maxOpen int    // the most parts open at once, for tests
 
 	uploads chan *part
 	wg      sync.WaitGroup
@@ -160,6 +169,7 @@ type stream struct {
 	kind, typ string
 	next      int
 	cur       *part
+	lastUse   uint64 // e.clock at the last write
 }
 
 // part is one object being written: plaintext → scanner, hash, encryptor →
@@ -205,6 +215,9 @@ func (o *Options) Run(ctx context.Context) (*Summary, error) {
 	walkDone := time.Now()
 	if err == nil {
 		err = e.closeAll()
+	}
+	if observeMaxOpen != nil {
+		observeMaxOpen(e.maxOpen)
 	}
 	if err != nil {
 		e.cancel(err) // stop the uploads still queued
@@ -264,6 +277,9 @@ func (o *Options) defaults() error {
 	}
 	if o.SplitBytes <= 0 {
 		o.SplitBytes = DefaultSplitBytes
+	}
+	if o.MaxOpenParts <= 0 {
+		o.MaxOpenParts = DefaultMaxOpenParts
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = DefaultConcurrency
@@ -522,15 +538,38 @@ func (e *exporter) partFor(kind, typ string, next int64) (*part, error) {
 			return nil, err
 		}
 	}
+	e.clock++
+	s.lastUse = e.clock
 	if s.cur == nil {
+		if e.open >= e.o.MaxOpenParts {
+			if err := e.closePart(e.idlest()); err != nil {
+				return nil, err
+			}
+		}
 		p, err := e.openPart(kind, typ, PartPath(kind, typ, s.next))
 		if err != nil {
 			return nil, err
 		}
 		s.next++
 		s.cur = p
+		e.open++
+		e.maxOpen = max(e.maxOpen, e.open)
 	}
 	return s.cur, nil
+}
+
+// observeMaxOpen, set by tests, learns the most parts a Run had open at once.
+var observeMaxOpen func(int)
+
+// idlest returns the stream with an open part written to longest ago.
+func (e *exporter) idlest() *stream {
+	var old *stream
+	for _, s := range e.streams {
+		if s.cur != nil && (old == nil || s.lastUse < old.lastUse) {
+			old = s
+		}
+	}
+	return old
 }
 
 func (e *exporter) maybeRotate(kind, typ string) error {
@@ -551,7 +590,10 @@ func (e *exporter) openPart(kind, typ, path string) (*part, error) {
 	p := &part{kind: kind, typ: typ, path: path, f: f}
 	p.bw = bufio.NewWriterSize(f, 64<<10)
 	p.ct = &hashCounter{h: sha256.New(), w: p.bw}
-	sealer, err := ehrcrypto.NewSealer(e.o.Recipients, ehrcrypto.Binding{ExportID: e.o.ExportID, Path: path})
+	// One worker: the segment is sealed where it is written, so a part
+	// holds one segment buffer, not one per core; encryption is about 1%
+	// of an export's CPU.
+	sealer, err := ehrcrypto.NewSealer(e.o.Recipients, ehrcrypto.Binding{ExportID: e.o.ExportID, Path: path}, ehrcrypto.WithWorkers(1))
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -575,6 +617,7 @@ func (e *exporter) openPart(kind, typ, path string) (*part, error) {
 func (e *exporter) closePart(s *stream) error {
 	p := s.cur
 	s.cur = nil
+	e.open--
 	if err := p.enc.Close(); err != nil {
 		p.f.Close()
 		return err

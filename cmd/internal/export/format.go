@@ -49,6 +49,7 @@ const (
 	DefaultSplitResources = 50_000
 	DefaultSplitBytes     = 256 << 20
 	DefaultConcurrency    = 4
+	DefaultMaxOpenParts   = 32 // about 33 MiB of segment buffers at most
 
 	// maxManifestBytes bounds what restore reads as a manifest or summary.
 	maxManifestBytes = 256 << 20
