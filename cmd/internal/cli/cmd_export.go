@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -151,9 +152,21 @@ type exportCmdOptions struct {
 	Auth                 bulkAuthOptions
 }
 
+// exportGCPercent is the collector's headroom during an export unless GOGC
+// says otherwise. Export's live heap is small and bounded (about 34 MiB for
+// a million resources), so Go's default 100% headroom is most of its RSS:
+// at 50% a 1M-resource export peaks at about 70 MB instead of 100 MB, for
+// some 3% more CPU (docs/export.md, Memory). Commands that move many small
+// objects (verify, migrate) allocate faster against a tiny live heap and
+// would pay 15-20% more CPU, so they keep the default.
+const exportGCPercent = 50
+
 func (o *exportCmdOptions) Run(ctx context.Context) error {
 	if o.Keys == "" && len(o.Recipients) == 0 {
 		return usagef("give --keys DIR or at least one --recipient PUB.json")
+	}
+	if os.Getenv("GOGC") == "" {
+		defer debug.SetGCPercent(debug.SetGCPercent(exportGCPercent))
 	}
 	signDir := o.Keys
 	if o.SignKeys != "" {
