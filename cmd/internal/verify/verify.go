@@ -245,28 +245,23 @@ func (v *verifier) readSummary(ctx context.Context, ext export.ManifestExt) erro
 		v.add(Finding{Code: "no-summary", Message: "the manifest lists no encrypted summary: plaintext hashes cannot be checked"})
 		return nil
 	}
-	rc, err := v.o.Store.Get(ctx, entry.Key)
-	if errors.Is(err, storage.ErrNotExist) {
+	var data []byte
+	_, err := storage.DefaultRetryPolicy.Do(ctx, func(int) error {
+		var ferr error
+		data, ferr = v.fetchSummary(ctx, entry)
+		return ferr
+	})
+	var doc export.SummaryDoc
+	switch {
+	case errors.Is(err, storage.ErrNotExist):
 		return nil // reported as missing by the object pass
-	}
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	r, err := ehrcrypto.NewDecryptReader(io.LimitReader(rc, entry.Size+1), v.o.Identities, ehrcrypto.Binding{ExportID: v.exportID, Path: entry.Path})
-	if err != nil {
-		if !errors.Is(err, ehrcrypto.ErrCorrupt) {
-			return err // the keys, not the summary
-		}
+	case errors.Is(err, ehrcrypto.ErrCorrupt):
 		v.add(Finding{Code: "summary-undecryptable", Object: entry.Key, Message: err.Error()})
 		return nil
+	case err != nil:
+		return err // the keys, or the store: not the summary's fault
 	}
-	var doc export.SummaryDoc
-	data, err := io.ReadAll(io.LimitReader(r, 64<<20))
-	if err == nil {
-		err = json.Unmarshal(data, &doc)
-	}
-	if err != nil {
+	if err := json.Unmarshal(data, &doc); err != nil {
 		v.add(Finding{Code: "summary-undecryptable", Object: entry.Key, Message: err.Error()})
 		return nil
 	}
@@ -280,6 +275,34 @@ func (v *verifier) readSummary(ctx context.Context, ext export.ManifestExt) erro
 	}
 	v.rep.Counts = map[string]int64{}
 	return nil
+}
+
+// fetchSummary reads and decrypts the summary. A failure to read it (a
+// reset, a truncated response) is the store's, marked ErrUnavailable so
+// that it is retried and, if it persists, reported as such (exit 4), never
+// as a corrupt summary: only the decryption's own verdict (ErrCorrupt) is.
+func (v *verifier) fetchSummary(ctx context.Context, entry *export.ObjectEntry) ([]byte, error) {
+	rc, err := v.o.Store.Get(ctx, entry.Key)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	r, err := ehrcrypto.NewDecryptReader(io.LimitReader(rc, entry.Size+1), v.o.Identities, ehrcrypto.Binding{ExportID: v.exportID, Path: entry.Path})
+	if err == nil {
+		var data []byte
+		data, err = io.ReadAll(io.LimitReader(r, 64<<20))
+		if err == nil {
+			return data, nil
+		}
+	}
+	if errors.Is(err, ehrcrypto.ErrCorrupt) || errors.Is(err, ehrcrypto.ErrNoMatchingKey) || errors.Is(err, ehrcrypto.ErrPolicy) || ctx.Err() != nil {
+		return nil, err
+	}
+	var se *storage.Error
+	if errors.As(err, &se) {
+		return nil, err
+	}
+	return nil, &storage.Error{Op: "get", Location: v.o.Store.Location(), Key: entry.Key, Err: fmt.Errorf("%w: %v", storage.ErrUnavailable, err)}
 }
 
 // objects reads every listed object, o.Concurrency at a time.
