@@ -255,11 +255,11 @@ func (v *verifier) readSummary(ctx context.Context, ext export.ManifestExt) erro
 	switch {
 	case errors.Is(err, storage.ErrNotExist):
 		return nil // reported as missing by the object pass
-	case errors.Is(err, ehrcrypto.ErrCorrupt):
+	case isStoreErr(err) || (err != nil && !errors.Is(err, ehrcrypto.ErrCorrupt)):
+		return err // the store (retried above) or the keys: not the summary's fault
+	case err != nil:
 		v.add(Finding{Code: "summary-undecryptable", Object: entry.Key, Message: err.Error()})
 		return nil
-	case err != nil:
-		return err // the keys, or the store: not the summary's fault
 	}
 	if err := json.Unmarshal(data, &doc); err != nil {
 		v.add(Finding{Code: "summary-undecryptable", Object: entry.Key, Message: err.Error()})
@@ -277,10 +277,9 @@ func (v *verifier) readSummary(ctx context.Context, ext export.ManifestExt) erro
 	return nil
 }
 
-// fetchSummary reads and decrypts the summary. A failure to read it (a
-// reset, a truncated response) is the store's, marked ErrUnavailable so
-// that it is retried and, if it persists, reported as such (exit 4), never
-// as a corrupt summary: only the decryption's own verdict (ErrCorrupt) is.
+// fetchSummary reads and decrypts the summary. The store's Get body
+// reports a reset or a cut response as a storage error (retryable), apart
+// from the decryption's own verdict (ErrCorrupt).
 func (v *verifier) fetchSummary(ctx context.Context, entry *export.ObjectEntry) ([]byte, error) {
 	rc, err := v.o.Store.Get(ctx, entry.Key)
 	if err != nil {
@@ -288,21 +287,10 @@ func (v *verifier) fetchSummary(ctx context.Context, entry *export.ObjectEntry) 
 	}
 	defer rc.Close()
 	r, err := ehrcrypto.NewDecryptReader(io.LimitReader(rc, entry.Size+1), v.o.Identities, ehrcrypto.Binding{ExportID: v.exportID, Path: entry.Path})
-	if err == nil {
-		var data []byte
-		data, err = io.ReadAll(io.LimitReader(r, 64<<20))
-		if err == nil {
-			return data, nil
-		}
-	}
-	if errors.Is(err, ehrcrypto.ErrCorrupt) || errors.Is(err, ehrcrypto.ErrNoMatchingKey) || errors.Is(err, ehrcrypto.ErrPolicy) || ctx.Err() != nil {
+	if err != nil {
 		return nil, err
 	}
-	var se *storage.Error
-	if errors.As(err, &se) {
-		return nil, err
-	}
-	return nil, &storage.Error{Op: "get", Location: v.o.Store.Location(), Key: entry.Key, Err: fmt.Errorf("%w: %v", storage.ErrUnavailable, err)}
+	return io.ReadAll(io.LimitReader(r, 64<<20))
 }
 
 // objects reads every listed object, o.Concurrency at a time.
