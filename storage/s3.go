@@ -53,6 +53,35 @@ var (
 // in seconds; callers that move data (migrate) add their own bounded retry.
 const s3MaxRetries = 3
 
+// maxCABundleBytes bounds what is read as a CA bundle.
+const maxCABundleBytes = 4 << 20
+
+// RootCAs returns the system's roots plus the certificates of the PEM
+// bundle at path: what a server with a certificate from the hospital's own
+// CA is verified against. A file without a certificate is an error.
+func RootCAs(path string) (*x509.CertPool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	pem, err := io.ReadAll(io.LimitReader(f, maxCABundleBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(pem) > maxCABundleBytes {
+		return nil, fmt.Errorf("%s is over %d MiB: give the CA's certificate, not a whole store", path, maxCABundleBytes>>20)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate: give the CA's certificate in PEM form (-----BEGIN CERTIFICATE-----)", path)
+	}
+	return pool, nil
+}
+
 // NewS3Store connects (lazily: no request is sent) to the bucket and prefix
 // given, with the store's own endpoint, credentials and CA bundle.
 func NewS3Store(sc *StoreConfig, bucket, prefix string) (*S3Store, error) {
@@ -62,16 +91,9 @@ func NewS3Store(sc *StoreConfig, bucket, prefix string) (*S3Store, error) {
 	}
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, ClientSessionCache: tls.NewLRUClientSessionCache(64)}
 	if sc.CACert != "" {
-		pem, err := os.ReadFile(sc.CACert)
+		pool, err := RootCAs(sc.CACert)
 		if err != nil {
 			return nil, fmt.Errorf("%w: store %q: CA bundle: %v", ErrBadConfig, sc.Name, err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool == nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%w: store %q: CA bundle %s holds no PEM certificate", ErrBadConfig, sc.Name, sc.CACert)
 		}
 		tlsCfg.RootCAs = pool
 	}

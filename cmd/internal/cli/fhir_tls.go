@@ -2,16 +2,12 @@ package cli
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"io"
 	"net/http"
-	"os"
 
 	"github.com/urfave/cli/v2"
-)
 
-// maxCABundleBytes bounds what is read as a CA bundle.
-const maxCABundleBytes = 4 << 20
+	"github.com/ehrport/ehrport/storage"
+)
 
 // fhirCAFlag lets a FHIR server with a certificate from the hospital's own
 // CA be verified, as a store's ca_cert does for S3: there is no option to
@@ -29,34 +25,11 @@ func fhirHTTPClient(caFile string, conns int) (*http.Client, error) {
 	tr.MaxIdleConnsPerHost = max(conns, 2)
 	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile != "" {
-		pem, err := readCABundle(caFile)
+		pool, err := storage.RootCAs(caFile)
 		if err != nil {
-			return nil, err
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool == nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, usagef("--fhir-ca-cert %s holds no PEM certificate: give the CA's certificate in PEM form (-----BEGIN CERTIFICATE-----)", caFile)
+			return nil, usagef("--fhir-ca-cert %v", err)
 		}
 		tr.TLSClientConfig.RootCAs = pool
 	}
 	return &http.Client{Transport: tr}, nil
-}
-
-func readCABundle(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, usagef("--fhir-ca-cert: %v", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxCABundleBytes+1))
-	if err != nil {
-		return nil, usagef("--fhir-ca-cert %s: %v", path, err)
-	}
-	if len(b) > maxCABundleBytes {
-		return nil, usagef("--fhir-ca-cert %s is over %d MiB: give the CA's certificate, not a whole store", path, maxCABundleBytes>>20)
-	}
-	return b, nil
 }
