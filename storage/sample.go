@@ -31,9 +31,12 @@ type Sample struct {
 type Sampler interface {
 	// SampleObject reads at most n bytes from the start of the object (of
 	// the given version, or the latest when versionID is ""), with its
-	// metadata. It returns an error wrapping ErrNotExist when there is no
-	// such object.
-	SampleObject(ctx context.Context, key, versionID string, n int64) (Sample, error)
+	// metadata. listed is the size a listing reported (-1 when unknown): a
+	// store may pick a cheaper request with it, but the head always comes
+	// from the object's own bytes and Info.Size is the size the store
+	// reports now (the object may have changed since it was listed). It
+	// returns an error wrapping ErrNotExist when there is no such object.
+	SampleObject(ctx context.Context, key, versionID string, n, listed int64) (Sample, error)
 }
 
 // ObjectVersion is one version of an object, or a delete marker.
@@ -57,8 +60,9 @@ var (
 	_ VersionLister = (*S3Store)(nil)
 )
 
-// SampleObject implements Sampler.
-func (s *LocalStore) SampleObject(ctx context.Context, key, versionID string, n int64) (Sample, error) {
+// SampleObject implements Sampler; a folder reads a head at the same cost
+// whatever the size.
+func (s *LocalStore) SampleObject(ctx context.Context, key, versionID string, n, _ int64) (Sample, error) {
 	if versionID != "" {
 		return Sample{}, s.fail("get", key, withKind(ErrNotExist, errors.New("folder stores keep no versions")))
 	}
@@ -78,10 +82,12 @@ func (s *LocalStore) SampleObject(ctx context.Context, key, versionID string, n 
 	return Sample{Info: info, Head: head}, nil
 }
 
-// SampleObject implements Sampler: one ranged GET returns the head, the
-// user metadata and the tag count; tags are fetched only when there are some.
-func (s *S3Store) SampleObject(ctx context.Context, key, versionID string, n int64) (Sample, error) {
-	return s.sample(ctx, key, versionID, n, false)
+// SampleObject implements Sampler: one GET returns the head, the user
+// metadata and the tag count; tags are fetched only when there are some.
+// Objects listed at up to WholeSampleMax bytes are read whole (the rest of
+// the body drained so the connection is reused), others with a range.
+func (s *S3Store) SampleObject(ctx context.Context, key, versionID string, n, listed int64) (Sample, error) {
+	return s.sample(ctx, key, versionID, n, listed >= 0 && listed <= WholeSampleMax)
 }
 
 // ListVersions implements VersionLister.

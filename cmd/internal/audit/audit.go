@@ -425,11 +425,8 @@ func (a *auditor) count(class string) {
 func (a *auditor) sample(ctx context.Context, t target) (storage.Sample, error) {
 	// The listed size lets a store pick the cheaper request for the same
 	// bytes (a whole small object rather than a range of it).
-	if s, ok := a.o.Store.(storage.SizedSampler); ok {
-		return s.SampleSized(ctx, t.key, t.versionID, a.o.SampleBytes, t.size)
-	}
 	if s, ok := a.o.Store.(storage.Sampler); ok {
-		return s.SampleObject(ctx, t.key, t.versionID, a.o.SampleBytes)
+		return s.SampleObject(ctx, t.key, t.versionID, a.o.SampleBytes, t.size)
 	}
 	return storage.Sample{}, fmt.Errorf("store %s cannot be sampled", a.o.Store.Location())
 }

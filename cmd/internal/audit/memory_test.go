@@ -72,7 +72,7 @@ func (m *manyStore) List(ctx context.Context, prefix string) iter.Seq2[storage.O
 	}
 }
 
-func (m *manyStore) SampleObject(ctx context.Context, key, versionID string, n int64) (storage.Sample, error) {
+func (m *manyStore) SampleObject(ctx context.Context, key, versionID string, n, _ int64) (storage.Sample, error) {
 	m.gate.RLock()
 	defer m.gate.RUnlock()
 	b := m.body(key)

@@ -9,24 +9,7 @@ import (
 	"github.com/minio/minio-go/v7"
 )
 
-// SizedSampler is implemented by stores for which the size a listing
-// reported makes sampling cheaper. An audit lists before it samples, so it
-// always has that size at hand.
-type SizedSampler interface {
-	// SampleSized is SampleObject for an object the listing reported as
-	// listed bytes (-1 when unknown). The result is the same as
-	// SampleObject's: the head comes from the object's own bytes, and
-	// Info.Size is the size the store reports now, not listed (the object
-	// may have changed since it was listed).
-	SampleSized(ctx context.Context, key, versionID string, n, listed int64) (Sample, error)
-}
-
-var (
-	_ SizedSampler = (*S3Store)(nil)
-	_ SizedSampler = (*LocalStore)(nil)
-)
-
-// WholeSampleMax is the largest listed size for which SampleSized reads an
+// WholeSampleMax is the largest listed size for which SampleObject reads an
 // object whole rather than asking for a range. Some servers pay far more
 // for a range than for the bytes it saves: versitygw 1.8 allocates a 1 MiB
 // read buffer for every ranged GET but streams a whole object straight
@@ -35,19 +18,6 @@ var (
 // costs the same either way). Up to 64 KiB the extra bytes are cheaper than
 // the range.
 const WholeSampleMax = 64 << 10
-
-// SampleSized implements SizedSampler: objects listed at up to
-// WholeSampleMax bytes are read whole in one GET (the rest of the body is
-// drained so the connection is reused), larger ones with a ranged GET.
-func (s *S3Store) SampleSized(ctx context.Context, key, versionID string, n, listed int64) (Sample, error) {
-	return s.sample(ctx, key, versionID, n, listed >= 0 && listed <= WholeSampleMax)
-}
-
-// SampleSized implements SizedSampler; a folder reads a head at the same
-// cost whatever the size.
-func (s *LocalStore) SampleSized(ctx context.Context, key, versionID string, n, _ int64) (Sample, error) {
-	return s.SampleObject(ctx, key, versionID, n)
-}
 
 // sample reads the first n bytes of an object version with its metadata, in
 // one GET: ranged, or of the whole object when whole is set.

@@ -12,10 +12,10 @@ import (
 	"github.com/ehrport/ehrport/storage"
 )
 
-// SampleSized reads the same head and size as SampleObject, whichever
-// request it picks, and whatever size the listing claimed: a stale listing
+// SampleObject reads the same head and size whichever request the listed
+// size makes it pick, and whatever size the listing claimed: a stale listing
 // (an object that grew or shrank since) costs a request, never correctness.
-func TestIntegrationSampleSized(t *testing.T) {
+func TestIntegrationSampleListedSize(t *testing.T) {
 	cfg := testbedConfig(t)
 	for _, cloud := range []string{"clouda", "cloudb"} {
 		t.Run(cloud, func(t *testing.T) {
@@ -40,7 +40,7 @@ func TestIntegrationSampleSized(t *testing.T) {
 					// Three times, so a connection left unusable by one
 					// sample would show on the next.
 					for range 3 {
-						smp, err := s3.SampleSized(ctx, key, "", n, listed)
+						smp, err := s3.SampleObject(ctx, key, "", n, listed)
 						if err != nil {
 							t.Fatalf("size %d, listed %d: %v", size, listed, err)
 						}
