@@ -37,15 +37,32 @@ import (
 // --against` does (untimed, but in the profiles). Copies are deleted after
 // each round.
 func BenchmarkMigrateLarge(b *testing.B) {
-	cfg := testbed(b)
 	mib := envInt(b, "EHRPORT_BENCH_LARGE_MIB", 256)
 	n := envInt(b, "EHRPORT_BENCH_LARGE_N", 4)
+	benchMigrate(b, fmt.Sprintf("large-%dx%d", n, mib), n, int64(mib)<<20)
+}
+
+// BenchmarkMigrateSmall is BenchmarkMigrateLarge for many small objects:
+// EHRPORT_BENCH_SMALL_N (2000) objects of EHRPORT_BENCH_SMALL_BYTES (20000),
+// the shape of issue 7's small set, where per-request costs dominate.
+func BenchmarkMigrateSmall(b *testing.B) {
+	n := envInt(b, "EHRPORT_BENCH_SMALL_N", 2000)
+	size := envInt(b, "EHRPORT_BENCH_SMALL_BYTES", 20000)
+	benchMigrate(b, fmt.Sprintf("small-%dx%d", n, size), n, int64(size))
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "objects/s")
+}
+
+// benchMigrate migrates n objects of size bytes from cloud A (made once
+// under prefix in EHRPORT_BENCH_SRC_BUCKET) to a fresh prefix of cloud B per
+// round, as the two benchmarks above describe.
+func benchMigrate(b *testing.B, prefix string, n int, size int64) {
+	cfg := testbed(b)
 	bucket := os.Getenv("EHRPORT_BENCH_SRC_BUCKET")
 	if bucket == "" {
 		bucket = randomName("bench-src-")
 	}
-	src := s3Location(b, cfg, "clouda", bucket, fmt.Sprintf("large-%dx%d", n, mib))
-	total := largeExport(b, src, n, int64(mib)<<20)
+	src := s3Location(b, cfg, "clouda", bucket, prefix)
+	total := randomExport(b, src, n, size)
 	dstBucket := randomName("bench-dst-")
 	if os.Getenv("GOMEMLIMIT") == "" {
 		defer debug.SetMemoryLimit(debug.SetMemoryLimit(200 << 20))
@@ -73,43 +90,11 @@ func BenchmarkMigrateLarge(b *testing.B) {
 				b.Fatalf("verify --against: %v %+v", err, cmp)
 			}
 		}
-		// Each copy is a GiB or so: the shared test bed's disk is not.
+		// A large copy is a GiB or so: the shared test bed's disk is not.
 		b.StopTimer()
 		removeAll(b, dst)
 		b.StartTimer()
 	}
-}
-
-// BenchmarkMigrateSmall is BenchmarkMigrateLarge for many small objects:
-// EHRPORT_BENCH_SMALL_N (2000) objects of EHRPORT_BENCH_SMALL_BYTES (20000),
-// the shape of issue 7's small set, where per-request costs dominate.
-func BenchmarkMigrateSmall(b *testing.B) {
-	cfg := testbed(b)
-	n := envInt(b, "EHRPORT_BENCH_SMALL_N", 2000)
-	size := envInt(b, "EHRPORT_BENCH_SMALL_BYTES", 20000)
-	bucket := os.Getenv("EHRPORT_BENCH_SRC_BUCKET")
-	if bucket == "" {
-		bucket = randomName("bench-src-")
-	}
-	src := s3Location(b, cfg, "clouda", bucket, fmt.Sprintf("small-%dx%d", n, size))
-	largeExport(b, src, n, int64(size))
-	dstBucket := randomName("bench-dst-")
-	ctx := context.Background()
-	b.ResetTimer()
-	for i := range b.N {
-		dst := s3Location(b, cfg, "cloudb", dstBucket, "r"+strconv.Itoa(i))
-		rep, err := Run(ctx, opts(b, src, dst))
-		if err != nil {
-			b.Fatal(err)
-		}
-		if !rep.Complete() || len(rep.Skipped) != 0 {
-			b.Fatalf("incomplete: failed %+v, skipped %d", rep.Failed, len(rep.Skipped))
-		}
-		b.StopTimer()
-		removeAll(b, dst)
-		b.StartTimer()
-	}
-	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "objects/s")
 }
 
 // removeAll deletes every object at st: a GiB-scale copy left behind fills
@@ -151,11 +136,11 @@ func envInt(b *testing.B, name string, def int) int {
 	return v
 }
 
-// largeExport makes n objects of size pseudo-random bytes and their
+// randomExport makes n objects of size pseudo-random bytes and their
 // manifest at st, unless its manifest is already there. The bytes stream
 // from a seeded generator twice (hash, then upload), so no object is held
 // in memory.
-func largeExport(b *testing.B, st storage.Store, n int, size int64) int64 {
+func randomExport(b *testing.B, st storage.Store, n int, size int64) int64 {
 	b.Helper()
 	ctx := context.Background()
 	total := int64(n) * size
