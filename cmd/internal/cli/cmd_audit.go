@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -174,7 +175,9 @@ func (o *auditOptions) Run(ctx context.Context) error {
 		// Written beside its final name and renamed there only after the
 		// audit ended, so a partial list never looks complete.
 		err = ehrcrypto.WriteFileAtomic(o.FindingsFile, func(w io.Writer) error {
-			enc := json.NewEncoder(w)
+			// Buffered: OnFinding runs under the audit's lock, once per finding.
+			bw := bufio.NewWriter(w)
+			enc := json.NewEncoder(bw)
 			var encErr error
 			ao.OnFinding = func(f audit.Finding) {
 				if encErr == nil {
@@ -185,6 +188,9 @@ func (o *auditOptions) Run(ctx context.Context) error {
 			rep, runErr = audit.Run(ctx, ao)
 			if runErr != nil {
 				return runErr
+			}
+			if encErr == nil {
+				encErr = bw.Flush()
 			}
 			if encErr != nil {
 				return fmt.Errorf("--findings %s: %w", o.FindingsFile, encErr)
