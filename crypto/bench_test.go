@@ -104,7 +104,8 @@ func (o *benchObjects) encryptWrite(b *testing.B) {
 	}
 }
 
-// encryptReadFrom is io.Copy's path from a file: the source is read
+// encryptReadFrom is io.Copy's path from a pipe (files are sealed at
+// offsets by EncryptFile instead): the source is read
 // straight into the segment buffers.
 func (o *benchObjects) encryptReadFrom(b *testing.B) {
 	w, err := ehrcrypto.NewEncryptWriter(io.Discard, o.rs, bind)

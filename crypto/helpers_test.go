@@ -89,13 +89,32 @@ func encrypt(t testing.TB, pt []byte, rs []ehrcrypto.Recipient, b ehrcrypto.Bind
 	return buf.Bytes()
 }
 
-// decryptFile decrypts obj through DecryptFile and checks that a failure
-// leaves no file behind.
+// decryptFile decrypts obj through DecryptFile twice, streaming from a
+// reader and positionally from a file, checks that both give the same
+// plaintext or the same error, and that a failure leaves no file behind.
 func decryptFile(t testing.TB, obj []byte, ids []ehrcrypto.Identity, b ehrcrypto.Binding, opts ...ehrcrypto.Option) ([]byte, error) {
+	t.Helper()
+	pt, err := decryptFileFrom(t, bytes.NewReader(obj), ids, b, opts...)
+	in := filepath.Join(t.TempDir(), "obj")
+	must(t, os.WriteFile(in, obj, 0o600))
+	f, ferr := os.Open(in)
+	must(t, ferr)
+	defer f.Close()
+	if !ehrcrypto.Positional(f) {
+		t.Fatal("a regular file not taken as positional")
+	}
+	fpt, ferr := decryptFileFrom(t, f, ids, b, opts...)
+	if (err == nil) != (ferr == nil) || (err != nil && err.Error() != ferr.Error()) || !bytes.Equal(pt, fpt) {
+		t.Fatalf("streaming and positional decryption disagree: %v / %v", err, ferr)
+	}
+	return pt, err
+}
+
+func decryptFileFrom(t testing.TB, src io.Reader, ids []ehrcrypto.Identity, b ehrcrypto.Binding, opts ...ehrcrypto.Option) ([]byte, error) {
 	t.Helper()
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
-	_, err := ehrcrypto.DecryptFile(out, bytes.NewReader(obj), ids, b, opts...)
+	_, err := ehrcrypto.DecryptFile(out, src, ids, b, opts...)
 	if err != nil {
 		ents, _ := os.ReadDir(dir)
 		if len(ents) != 0 {

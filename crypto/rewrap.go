@@ -1,6 +1,7 @@
 package crypto
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ehrport/ehrport/crypto/internal/format"
+	"github.com/ehrport/ehrport/crypto/internal/stream"
 )
 
 // RewrapChange says how a rewrap edits the stanza list.
@@ -143,7 +145,11 @@ func StanzaName(s *Stanza) string {
 // WriteFileAtomic runs fill on a new temporary file beside path (mode 0600)
 // and renames it to path only if fill and the sync succeed. On failure no
 // file remains at path or beside it.
-func WriteFileAtomic(path string, fill func(w io.Writer) error) (err error) {
+func WriteFileAtomic(path string, fill func(w io.Writer) error) error {
+	return writeFileAtomic(path, func(f *os.File) error { return fill(f) })
+}
+
+func writeFileAtomic(path string, fill func(f *os.File) error) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -167,31 +173,95 @@ func WriteFileAtomic(path string, fill func(w io.Writer) error) (err error) {
 	return os.Rename(f.Name(), path)
 }
 
-// EncryptFile encrypts src into the file out (atomically). Segments are
-// read straight into their buffers and sealed in parallel while the
-// caller's goroutine reads and writes.
+// regularFile returns src as a file to read at offsets, with the offset it
+// stands at and the bytes left from there, when it is a regular file.
+func regularFile(src io.Reader) (f *os.File, off, size int64, ok bool) {
+	f, ok = src.(*os.File)
+	if !ok {
+		return nil, 0, 0, false
+	}
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return nil, 0, 0, false
+	}
+	off, err = f.Seek(0, io.SeekCurrent)
+	if err != nil || off > st.Size() {
+		return nil, 0, 0, false
+	}
+	return f, off, st.Size() - off, true
+}
+
+// sourceErr names a source file that changed under a positional read.
+func sourceErr(f *os.File, err error) error {
+	if errors.Is(err, stream.ErrSourceChanged) {
+		return fmt.Errorf("%s changed size while being read: retry once nothing writes to it", f.Name())
+	}
+	return err
+}
+
+// EncryptFile encrypts src into the file out (atomically). When src is a
+// regular file, workers each read, seal and write whole segments at their
+// offsets (stream.SealAt), from src's current offset to its end; otherwise
+// segments are read straight into their buffers and sealed in parallel.
+// Both write the same bytes.
 func EncryptFile(out string, src io.Reader, recipients []Recipient, b Binding, opts ...Option) (*Header, error) {
 	s, err := NewSealer(recipients, b, opts...)
 	if err != nil {
 		return nil, err
 	}
-	err = WriteFileAtomic(out, func(f io.Writer) error { return sealFrom(s, f, src) })
+	err = writeFileAtomic(out, func(f *os.File) error {
+		if in, off, size, ok := regularFile(src); ok {
+			return sourceErr(in, s.sealAt(f, in, off, size))
+		}
+		return sealFrom(s, f, src)
+	})
 	return s.Header(), err
+}
+
+// sealAt writes the object for the size bytes at off in src to dst, from
+// dst's offset 0.
+func (s *Sealer) sealAt(dst io.WriterAt, src io.ReaderAt, off, size int64) error {
+	if s.used {
+		return fmt.Errorf("%w: a Sealer encrypts one object only (a DEK is never reused)", ErrPolicy)
+	}
+	s.used = true
+	if _, err := dst.WriteAt(s.header.raw, 0); err != nil {
+		return err
+	}
+	err := stream.SealAt(dst, int64(len(s.header.raw)), src, off, size,
+		derive(s.dek, format.LabelPayloadKey), payloadAD(s.header.Version, s.header.Suite, s.header.Binding), streamParams(s.opts))
+	return writeErr(err)
 }
 
 // DecryptFile decrypts the object in src into the file out. The plaintext
 // goes to a temporary file that is renamed to out only after the last
-// segment authenticated; on any failure no file remains.
+// segment authenticated; on any failure no file remains. When src is a
+// regular file, its segments are read, opened and written at their offsets
+// by parallel workers (stream.OpenAt), with the same verdicts.
 func DecryptFile(out string, src io.Reader, ids []Identity, want Binding, opts ...Option) (*Header, error) {
-	r, err := NewDecryptReader(src, ids, want, opts...)
+	in, off, size, positional := regularFile(src)
+	if !positional {
+		r, err := NewDecryptReader(src, ids, want, opts...)
+		if err != nil {
+			return nil, err
+		}
+		err = WriteFileAtomic(out, func(f io.Writer) error {
+			_, err := r.WriteTo(f)
+			return err
+		})
+		return r.Header(), err
+	}
+	h, dek, err := Open(in, ids, want, opts...)
 	if err != nil {
 		return nil, err
 	}
-	err = WriteFileAtomic(out, func(f io.Writer) error {
-		_, err := r.WriteTo(f)
-		return err
+	payload := off + int64(h.Len())
+	err = writeFileAtomic(out, func(f *os.File) error {
+		_, err := stream.OpenAt(f, in, payload, size-int64(h.Len()),
+			derive(dek, format.LabelPayloadKey), payloadAD(h.Version, h.Suite, h.Binding), streamParams(buildOptions(opts)))
+		return sourceErr(in, readErr(err))
 	})
-	return r.Header(), err
+	return h, err
 }
 
 // RekeyFile is Rekey into the file out (atomically).

@@ -3,9 +3,12 @@ package crypto_test
 import (
 	"bytes"
 	"errors"
+	"io"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
+	"testing/cryptotest"
 
 	ehrcrypto "github.com/ehrport/ehrport/crypto"
 	"github.com/ehrport/ehrport/crypto/internal/format"
@@ -145,5 +148,45 @@ func TestRekeyEscrow(t *testing.T) {
 	}
 	if _, err := decryptFile(t, out.Bytes(), esc.identities(t), bind); !errors.Is(err, ehrcrypto.ErrNoMatchingKey) {
 		t.Fatalf("dropped escrow still opens: %v", err)
+	}
+}
+
+// TestFilePathsAgree: EncryptFile from a file (sealed at offsets by
+// parallel workers) writes, under the same randomness, the bytes it writes
+// from a plain reader (the streaming path), at sizes around the segment
+// boundaries and from a file read part way already. (decryptFile checks
+// the two decryption paths against each other in every other test.)
+func TestFilePathsAgree(t *testing.T) {
+	dir := t.TempDir()
+	r := newTestKeys(t).recipient(t)
+	for _, n := range []int64{0, 1, boundary(1) - 1, boundary(1), boundary(1) + 1, boundary(3), boundary(3) + 7} {
+		pt := pattern(int(n))
+		encryptWith := func(src io.Reader, out string) []byte {
+			cryptotest.SetGlobalRandom(t, uint64(n))
+			_, err := ehrcrypto.EncryptFile(out, src, []ehrcrypto.Recipient{r}, bind, ehrcrypto.WithRand(mrand.NewChaCha8([32]byte{byte(n)})))
+			must(t, err)
+			b, err := os.ReadFile(out)
+			must(t, err)
+			return b
+		}
+		streamed := struct{ io.Reader }{bytes.NewReader(pt)}
+		if ehrcrypto.Positional(streamed) {
+			t.Fatal("a reader that is not a file taken as positional")
+		}
+		want := encryptWith(streamed, filepath.Join(dir, "streamed"))
+		in := filepath.Join(dir, "in")
+		must(t, os.WriteFile(in, append([]byte("skipped"), pt...), 0o600))
+		f, err := os.Open(in)
+		must(t, err)
+		_, err = f.Seek(int64(len("skipped")), io.SeekStart)
+		must(t, err)
+		if !ehrcrypto.Positional(f) {
+			t.Fatal("a regular file not taken as positional")
+		}
+		got := encryptWith(f, filepath.Join(dir, "positional"))
+		f.Close()
+		if !bytes.Equal(got, want) {
+			t.Fatalf("size %d: EncryptFile from a file wrote other bytes than from a reader", n)
+		}
 	}
 }

@@ -135,7 +135,7 @@ ratio() { paste -d' ' "$W/age_$1" "$W/ehr_$1" | awk '{printf "%.3f\n", $1 / $4}'
 		echo "### Go micro-benchmark against raw AES-256-GCM (64 MiB in memory, ${ITERS} iterations)"
 		echo
 		# shellcheck disable=SC2016
-		echo '`go test ./crypto -run '"'^\$'"' -bench '"'^BenchmarkRatio\$'"' -cpu 1,2 -benchtime '"${ITERS}x"'`: each iteration runs raw GCM (one Seal or Open per MiB, one goroutine) and every ehrport path on the same buffers in turn; figures are medians over iterations of MB/s and of the per-iteration ratio to raw GCM. `encrypt`: 1 MiB Writes; `encryptReadFrom`: io.Copy from a reader (the file path); `decrypt`: 1 MiB Reads; `decryptWriteTo`: io.Copy to a writer (the file path). Target: >= 0.75x raw GCM on one core.'
+		echo '`go test ./crypto -run '"'^\$'"' -bench '"'^BenchmarkRatio\$'"' -cpu 1,2 -benchtime '"${ITERS}x"'`: each iteration runs raw GCM (one Seal or Open per MiB, one goroutine) and every ehrport path on the same buffers in turn; figures are medians over iterations of MB/s and of the per-iteration ratio to raw GCM. `encrypt`: 1 MiB Writes; `encryptReadFrom`: io.Copy from a reader (the path for pipes); `decrypt`: 1 MiB Reads; `decryptWriteTo`: io.Copy to a writer (the path of restore and of pipes). Files take the positional path (`stream.SealAt`, `stream.OpenAt`), measured by part 2. Target: >= 0.75x raw GCM on one core.'
 		echo
 		echo "| cores | path | MB/s | raw GCM MB/s | ratio to raw GCM |"
 		echo "|---|---|---|---|---|"

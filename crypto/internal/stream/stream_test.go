@@ -56,9 +56,13 @@ var modes = []Params{{Workers: 1}, {Workers: 2}, {Workers: 4, InFlight: 2}, {Wor
 
 func withSeg(p Params, seg int) Params { p.SegmentSize = seg; return p }
 
-// ours encrypts pt; how picks Write in uneven chunks or ReadFrom.
+// ours encrypts pt; how picks ReadFrom, Write in uneven chunks, one Write,
+// or SealAt.
 func ours(t testing.TB, pt []byte, p Params, how int) []byte {
 	t.Helper()
+	if how%4 == 3 {
+		return sealAtBytes(t, pt, p)
+	}
 	var buf bytes.Buffer
 	w, err := NewWriter(&buf, testKey, testAD, p)
 	if err != nil {
@@ -111,14 +115,18 @@ func tinkDecrypt(a *subtle.AESGCMHKDF, ct []byte) ([]byte, error) {
 	return io.ReadAll(r)
 }
 
-// oursDecrypt decrypts ct through Read (how even) or WriteTo (how odd).
+// oursDecrypt decrypts ct through Read, WriteTo or OpenAt (how%3 = 0, 1,
+// 2).
 func oursDecrypt(ct []byte, p Params, how int) ([]byte, error) {
+	if how%3 == 2 {
+		return openAtBytes(ct, p)
+	}
 	r, err := NewReader(iotest.HalfReader(bytes.NewReader(ct)), testKey, testAD, p)
 	if err != nil {
 		return nil, err
 	}
 	var out bytes.Buffer
-	if how%2 == 0 {
+	if how%3 == 0 {
 		_, err = io.Copy(&out, struct{ io.Reader }{r})
 	} else {
 		_, err = r.WriteTo(&out)
@@ -201,14 +209,11 @@ func TestIOTestReader(t *testing.T) {
 	}
 }
 
-// TestTamper: every truncation, every bit flip, appended, duplicated and
-// reordered segments and trailing bytes fail exactly when they fail for
-// Tink, with ErrHeader or ErrAuth, and no plaintext of a segment that did
-// not authenticate is returned.
-func TestTamper(t *testing.T) {
-	const seg = 64
-	a := tink(t, seg)
-	pt := pattern(boundary(seg, 4) + 10) // 5 segments
+// tamperCases returns a 5-segment plaintext and its stream cut at every
+// length, with every bit flipped, with a byte or a segment appended, with
+// segments duplicated, reordered or dropped, and cut at a boundary.
+func tamperCases(t testing.TB, seg int) (pt []byte, cases [][]byte) {
+	pt = pattern(boundary(seg, 4) + 10)
 	ct := ours(t, pt, Params{SegmentSize: seg, Workers: 2}, 0)
 	segAt := func(i int) (int, int) {
 		s := HeaderLen + firstPlain(seg) + TagSize
@@ -218,7 +223,6 @@ func TestTamper(t *testing.T) {
 		s += (i - 1) * seg
 		return s, min(s+seg, len(ct))
 	}
-	var cases [][]byte
 	for n := 0; n < len(ct); n++ {
 		cases = append(cases, ct[:n])
 	}
@@ -239,6 +243,17 @@ func TestTamper(t *testing.T) {
 		cat(ct[:s2], ct[e2:]),
 		ct[:s4],
 	)
+	return pt, cases
+}
+
+// TestTamper: every truncation, every bit flip, appended, duplicated and
+// reordered segments and trailing bytes fail exactly when they fail for
+// Tink, with ErrHeader or ErrAuth, and no plaintext of a segment that did
+// not authenticate is returned.
+func TestTamper(t *testing.T) {
+	const seg = 64
+	a := tink(t, seg)
+	pt, cases := tamperCases(t, seg)
 	for i, c := range cases {
 		for _, p := range modes {
 			got, err := oursDecrypt(c, withSeg(p, seg), i)
