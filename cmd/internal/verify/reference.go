@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"iter"
+	"sync"
 
 	"github.com/ehrport/ehrport/storage"
 )
@@ -139,5 +140,27 @@ func indices(n int) iter.Seq[int] {
 func (r *refComparer) close() {
 	r.cancel()
 	for range r.chunks {
+	}
+}
+
+// drainBufs holds the buffers drain reads into.
+var drainBufs = sync.Pool{New: func() any { b := make([]byte, refChunk); return &b }}
+
+// drain reads r to its end. It reads in refChunk pieces rather than
+// io.Discard's 8 KiB: each Read goes down the whole stack (limit, HTTP
+// body, TLS) and at most one TLS record (16 KiB) comes back, so a buffer
+// smaller than a record costs two passes per record.
+func drain(r io.Reader) error {
+	bp := drainBufs.Get().(*[]byte)
+	defer drainBufs.Put(bp)
+	buf := *bp
+	for {
+		_, err := r.Read(buf)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
 	}
 }

@@ -339,7 +339,7 @@ func (v *verifier) object(ctx context.Context, i int, e export.ObjectEntry) erro
 	}
 	// Drain what the envelope reader did not consume, so the hash covers
 	// every byte.
-	if _, err := io.Copy(io.Discard, tee); err != nil {
+	if err := drain(tee); err != nil {
 		if isStoreErr(err) {
 			return err
 		}
