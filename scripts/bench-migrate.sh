@@ -29,6 +29,8 @@ set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/benchlib.sh
+. "$EHRPORT_ROOT/scripts/benchlib.sh"
 ROOT="$EHRPORT_ROOT"
 cd "$ROOT"
 
@@ -346,6 +348,7 @@ for set in $SETS; do
 	u=$(unit_of "$set")
 	for op in migrate verify; do
 		if [[ $op == migrate ]]; then tools=("${TOOLS[@]}"); else tools=(ehrport rclone); fi
+		RSS_PEERS=()
 		for tool in "${tools[@]}"; do
 			mr=$(med_rate "$set" "$op" "$tool")
 			ms=$(med_rss "$set" "$op" "$tool")
@@ -365,14 +368,13 @@ for set in $SETS; do
 			jq -nc --arg name "$op $set objects: $what rate" --arg unit "$u" --arg peer "$label" \
 				--argjson e "$em" --argjson p "$mr" --argjson ratio "$rm" \
 				'def r2: . * 100 | round / 100; {name: $name, unit: $unit, ehrport: ($e | r2), peer_name: $peer, peer: ($p | r2), ratio: ($ratio | r2), better: "higher"}' >>"$ENTRIES"
-			jq -nc --arg name "$op $set objects: peak RSS" --arg peer "$label" \
-				--argjson e "$es" --argjson p "$ms" --argjson ratio "$rr" \
-				'def r2: . * 100 | round / 100; {name: $name, unit: "MB", ehrport: ($e | r2), peer_name: $peer, peer: ($p | r2), ratio: ($ratio | r2), better: "lower"}' >>"$ENTRIES"
+			RSS_PEERS+=("$label" "$ms")
 			if [[ $op == migrate ]] && awk -v a="$mr" -v b="${BEST[$set]:-0}" 'BEGIN {exit !(a > b)}'; then
 				BEST[$set]=$mr
 				BEST[$set.name]=$tool
 			fi
 		done
+		bench_rss_entry "$op $set objects: peak RSS" "$(med_rss "$set" "$op" ehrport)" 256 "${RSS_PEERS[@]}" >>"$ENTRIES"
 	done
 done
 
