@@ -193,7 +193,7 @@ func (d *drill) evidence() {
 		How: "every object of the export at A deleted (manifest first), then the listing and, where the store keeps versions, the version listing must be empty (--purge-versions removes versions and delete markers for good)"}
 	del.Status = d.status(PhaseDecommission)
 	if dc := st.decom; dc != nil {
-		del.Details = []string{fmt.Sprintf("%d objects deleted; listing afterwards: %d objects", dc.deleted, len(dc.remaining)), dc.versionNote}
+		del.Details = []string{fmt.Sprintf("%d objects deleted; listing afterwards: %d objects", dc.deleted, dc.remaining), dc.versionNote}
 	} else if p := r.Phase(PhaseDecommission); p != nil {
 		del.Details = []string{"not run: " + p.SkipReason}
 	}

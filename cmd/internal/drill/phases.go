@@ -302,8 +302,12 @@ func (d *drill) run(ctx context.Context) {
 			}
 			st.decom = dc
 			p.Objects, p.Bytes = int64(dc.deleted), dc.deletedBytes
-			for _, k := range dc.remaining {
+			for _, k := range dc.remainingAt {
 				d.finding(report.Finding{Phase: PhaseDecommission, Severity: report.SevHigh, Code: "not-deleted", Object: k, Message: "still listed at A after deletion", EUCS: eucsDeletion})
+			}
+			if more := dc.remaining - len(dc.remainingAt); more > 0 {
+				d.finding(report.Finding{Phase: PhaseDecommission, Severity: report.SevHigh, Code: "not-deleted",
+					Message: fmt.Sprintf("%d more objects still listed at A after deletion (only the first %d are named)", more, maxNamedRemaining), EUCS: eucsDeletion})
 			}
 			if dc.kept > 0 {
 				d.finding(report.Finding{Phase: PhaseDecommission, Severity: report.SevHigh, Code: "versions-locked",
@@ -317,7 +321,7 @@ func (d *drill) run(ctx context.Context) {
 				d.finding(report.Finding{Phase: PhaseDecommission, Severity: report.SevHigh, Code: "versions-remain",
 					Message: fmt.Sprintf("%d object version(s) or delete marker(s) remain at A: %s", dc.versions, hint), EUCS: eucsDeletion})
 			}
-			p.Summary = fmt.Sprintf("%d objects (%s) deleted at A; listing afterwards: %d objects; %s", dc.deleted, storage.FormatSize(dc.deletedBytes), len(dc.remaining), dc.versionNote)
+			p.Summary = fmt.Sprintf("%d objects (%s) deleted at A; listing afterwards: %d objects; %s", dc.deleted, storage.FormatSize(dc.deletedBytes), dc.remaining, dc.versionNote)
 			return nil
 		})
 	}
@@ -338,41 +342,50 @@ func (d *drill) allPassed() bool {
 type decommission struct {
 	deleted      int
 	deletedBytes int64
-	remaining    []string
-	versions     int // versions and delete markers listed afterwards
-	purged       int // versions and delete markers removed for good
-	kept         int // versions the store refused to remove
+	remaining    int      // objects still listed after the deletion
+	remainingAt  []string // the first maxNamedRemaining of them
+	versions     int      // versions and delete markers listed afterwards
+	purged       int      // versions and delete markers removed for good
+	kept         int      // versions the store refused to remove
 	keptErr      error
 	versionNote  string
 }
 
+// maxNamedRemaining bounds the objects named as not deleted: a store that
+// ignores deletes must not make the report as large as the export.
+const maxNamedRemaining = 100
+
 // decommissionStore deletes every object at st, the manifest first (so the
 // location stops claiming a complete export at once) and then the rest on
-// n goroutines, and lists again. With purge, and where st keeps versions,
-// it then removes every version and delete marker for good and lists the
+// n goroutines as the listing yields them, so memory does not grow with
+// the export, and lists again. With purge, and where st keeps versions, it
+// then removes every version and delete marker for good and lists the
 // versions again: without that a versioned bucket still holds every byte.
 func decommissionStore(ctx context.Context, st storage.Store, purge bool, n int) (*decommission, error) {
-	var keysToDelete []storage.ObjectInfo
-	for oi, err := range st.List(ctx, "") {
-		if err != nil {
-			return nil, err
-		}
-		keysToDelete = append(keysToDelete, oi)
-	}
-	sort.SliceStable(keysToDelete, func(i, j int) bool {
-		return keysToDelete[i].Key == export.ManifestKey && keysToDelete[j].Key != export.ManifestKey
-	})
 	dc := &decommission{}
-	if len(keysToDelete) > 0 && keysToDelete[0].Key == export.ManifestKey {
+	if oi, err := st.Stat(ctx, export.ManifestKey); err == nil {
 		if err := st.Delete(ctx, export.ManifestKey); err != nil {
 			return nil, err
 		}
 		dc.deleted++
-		dc.deletedBytes += keysToDelete[0].Size
-		keysToDelete = keysToDelete[1:]
+		dc.deletedBytes += oi.Size
+	} else if !errors.Is(err, storage.ErrNotExist) {
+		return nil, err
 	}
 	var mu sync.Mutex
-	err := workers.ForEach(ctx, n, slices.Values(keysToDelete), func(ctx context.Context, oi storage.ObjectInfo) error {
+	var listErr error
+	listed := func(yield func(storage.ObjectInfo) bool) {
+		for oi, err := range st.List(ctx, "") {
+			if err != nil {
+				listErr = err
+				return
+			}
+			if oi.Key != export.ManifestKey && !yield(oi) {
+				return
+			}
+		}
+	}
+	err := workers.ForEach(ctx, n, listed, func(ctx context.Context, oi storage.ObjectInfo) error {
 		if err := st.Delete(ctx, oi.Key); err != nil {
 			return err
 		}
@@ -382,6 +395,9 @@ func decommissionStore(ctx context.Context, st storage.Store, purge bool, n int)
 		mu.Unlock()
 		return nil
 	})
+	if err == nil {
+		err = listErr
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -389,7 +405,10 @@ func decommissionStore(ctx context.Context, st storage.Store, purge bool, n int)
 		if err != nil {
 			return nil, err
 		}
-		dc.remaining = append(dc.remaining, oi.Key)
+		dc.remaining++
+		if len(dc.remainingAt) < maxNamedRemaining {
+			dc.remainingAt = append(dc.remainingAt, oi.Key)
+		}
 	}
 	vl, ok := st.(storage.VersionLister)
 	if !ok {
