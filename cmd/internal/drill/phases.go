@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -433,19 +432,25 @@ func decommissionStore(ctx context.Context, st storage.Store, purge bool, n int)
 	return dc, nil
 }
 
-// purgeVersions removes every version and delete marker at vd. A version
+// purgeVersions removes every version and delete marker at vd as the
+// version listing yields them. A version
 // the store refuses to remove (object lock, legal hold) is counted, not
 // fatal: the version listing afterwards shows it, and the drill names it.
 func purgeVersions(ctx context.Context, vd storage.VersionDeleter, n int, dc *decommission) error {
-	var versions []storage.ObjectVersion
-	for v, err := range vd.ListVersions(ctx, "") {
-		if err != nil {
-			return err
+	var listErr error
+	versions := func(yield func(storage.ObjectVersion) bool) {
+		for v, err := range vd.ListVersions(ctx, "") {
+			if err != nil {
+				listErr = err
+				return
+			}
+			if !yield(v) {
+				return
+			}
 		}
-		versions = append(versions, v)
 	}
 	var mu sync.Mutex
-	return workers.ForEach(ctx, n, slices.Values(versions), func(ctx context.Context, v storage.ObjectVersion) error {
+	err := workers.ForEach(ctx, n, versions, func(ctx context.Context, v storage.ObjectVersion) error {
 		err := vd.DeleteVersion(ctx, v.Key, v.VersionID)
 		if err != nil && (errors.Is(err, storage.ErrUnavailable) || ctx.Err() != nil) {
 			return err
@@ -462,6 +467,10 @@ func purgeVersions(ctx context.Context, vd storage.VersionDeleter, n int, dc *de
 		dc.purged++
 		return nil
 	})
+	if err == nil {
+		err = listErr
+	}
+	return err
 }
 
 func kindOf(st storage.Store) string {
