@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"container/heap"
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
@@ -489,41 +490,87 @@ func (c *Checker) bundle(it *Item) (Action, error) {
 	return Write, c.maybeSpill()
 }
 
+// MaxListedUnresolved bounds the unresolved targets Finish reports one by
+// one: the first ones in input order. The others are counted in Stats and
+// reported as one finding, so that memory stays bounded when an export
+// refers to many resources it does not hold (say every Encounter of a
+// Patient-only export).
+const MaxListedUnresolved = 10_000
+
+// maxListedUnresolved is MaxListedUnresolved, lowered by tests.
+var maxListedUnresolved = MaxListedUnresolved
+
+// earliestRefs keeps the first max references in input order.
+type earliestRefs struct {
+	c     *Checker
+	max   int
+	refs  []pendingRef // a max-heap on input order while collecting
+	total int
+}
+
+func (e *earliestRefs) before(a, b pendingRef) bool {
+	if a.file != b.file {
+		return e.c.files[a.file] < e.c.files[b.file]
+	}
+	if a.at != b.at {
+		return a.at < b.at
+	}
+	return a.path < b.path
+}
+
+func (e *earliestRefs) Len() int           { return len(e.refs) }
+func (e *earliestRefs) Less(i, j int) bool { return e.before(e.refs[j], e.refs[i]) }
+func (e *earliestRefs) Swap(i, j int)      { e.refs[i], e.refs[j] = e.refs[j], e.refs[i] }
+func (e *earliestRefs) Push(x any)         { e.refs = append(e.refs, x.(pendingRef)) }
+func (e *earliestRefs) Pop() any {
+	p := e.refs[len(e.refs)-1]
+	e.refs = e.refs[:len(e.refs)-1]
+	return p
+}
+
+func (e *earliestRefs) add(p pendingRef) {
+	e.total++
+	switch {
+	case len(e.refs) < e.max:
+		heap.Push(e, p)
+	case e.max > 0 && e.before(p, e.refs[0]):
+		e.refs[0] = p
+		heap.Fix(e, 0)
+	}
+}
+
+// sorted returns the references kept, in input order.
+func (e *earliestRefs) sorted() []pendingRef {
+	sort.Slice(e.refs, func(i, j int) bool { return e.before(e.refs[i], e.refs[j]) })
+	return e.refs
+}
+
 // Finish resolves the references still pending against every id seen, and
 // reports each unresolved target once (with the number of references to
-// it). Under PolicyFail it returns a *FindingsError if any is unresolved:
+// it), up to MaxListedUnresolved of them and then one finding for the
+// rest. Under PolicyFail it returns a *FindingsError if any is unresolved:
 // the export is incomplete. Under skip and quarantine the findings are
 // reported and counted only (the resources were already written).
 func (c *Checker) Finish() error {
-	var unresolved []pendingRef
+	unresolved := &earliestRefs{c: c, max: maxListedUnresolved}
 	if c.sp == nil {
 		for k, p := range c.pending {
 			if _, ok := c.ids[k]; !ok {
-				unresolved = append(unresolved, p)
+				unresolved.add(p)
 			}
 		}
 	} else {
 		err := c.spillAll()
 		if err == nil {
-			unresolved, err = c.sp.unresolved()
+			err = c.sp.unresolved(unresolved.add)
 		}
 		c.Close()
 		if err != nil {
 			return err
 		}
 	}
-	sort.Slice(unresolved, func(i, j int) bool {
-		a, b := unresolved[i], unresolved[j]
-		if a.file != b.file {
-			return c.files[a.file] < c.files[b.file]
-		}
-		if a.at != b.at {
-			return a.at < b.at
-		}
-		return a.path < b.path
-	})
 	var errs []Finding
-	for _, p := range unresolved {
+	for _, p := range unresolved.sorted() {
 		msg := fmt.Sprintf("reference %q resolves to no resource in the export", p.ref)
 		if p.count > 1 {
 			msg += fmt.Sprintf(" (%d references to it; this is the first)", p.count)
@@ -532,9 +579,17 @@ func (c *Checker) Finish() error {
 		c.report(f)
 		errs = append(errs, f)
 	}
+	more := unresolved.total - len(errs)
+	if more > 0 {
+		c.stats.Findings[CodeDanglingRef] += int64(more)
+		if c.opts.Report != nil {
+			c.opts.Report(Finding{Severity: Error, Code: CodeDanglingRef,
+				Msg: fmt.Sprintf("%d more referenced targets resolve to no resource in the export (only the first %d are listed)", more, len(errs))})
+		}
+	}
 	c.pending = map[[16]byte]pendingRef{}
 	if len(errs) > 0 && c.opts.Policy == PolicyFail {
-		return &FindingsError{Findings: errs}
+		return &FindingsError{Findings: errs, More: more}
 	}
 	return nil
 }

@@ -374,3 +374,40 @@ func TestIndexSpillOpaque(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestUnresolvedListingBounded: past maxListedUnresolved targets, Finish
+// lists the first ones in input order, counts every one, and says how many
+// it did not list, in memory and after spilling alike.
+func TestUnresolvedListingBounded(t *testing.T) {
+	defer func(n int) { maxListedUnresolved = n }(maxListedUnresolved)
+	maxListedUnresolved = 10
+	var b strings.Builder
+	for i := range 50 {
+		fmt.Fprintf(&b, `{"resourceType":"Observation","id":"o%d","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/p%d"}}`+"\n", i, 49-i)
+	}
+	p := writeFile(t, t.TempDir(), "in.ndjson", []byte(b.String()))
+	for _, entries := range []int{0, 3} {
+		var found []Finding
+		w, _ := NewWalker([]string{p}, WalkOptions{})
+		c := NewChecker(CheckerOptions{IndexEntries: entries, SpillDir: t.TempDir(), Report: func(f Finding) { found = append(found, f) }})
+		if err := c.Run(w, 1, func(*Item, Action) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		err := c.Finish()
+		var fe *FindingsError
+		if !errors.As(err, &fe) || len(fe.Findings) != 10 || fe.Count() != 50 || !strings.Contains(err.Error(), "(and 49 more)") {
+			t.Fatalf("%d entries: %v", entries, err)
+		}
+		if n := c.Stats().Findings[CodeDanglingRef]; n != 50 || len(found) != 11 {
+			t.Fatalf("%d entries: counted %d, reported %d", entries, n, len(found))
+		}
+		for i, f := range found[:10] {
+			if f.Pos.Line != int64(i+1) || !strings.Contains(f.Msg, fmt.Sprintf(`"Patient/p%d"`, 49-i)) {
+				t.Fatalf("%d entries: finding %d is %s, want line %d", entries, i, f, i+1)
+			}
+		}
+		if !strings.Contains(found[10].Msg, "40 more referenced targets") {
+			t.Fatalf("%d entries: last finding %s", entries, found[10])
+		}
+	}
+}

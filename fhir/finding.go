@@ -109,14 +109,18 @@ func (f Finding) String() string {
 // carries the error findings of the rejected item.
 type FindingsError struct {
 	Findings []Finding
+	More     int // findings of the same kind counted but not listed
 }
+
+// Count is the number of findings, listed or not.
+func (e *FindingsError) Count() int { return len(e.Findings) + e.More }
 
 func (e *FindingsError) Error() string {
 	if len(e.Findings) == 0 {
 		return ErrBadInput.Error()
 	}
 	msg := e.Findings[0].String()
-	if n := len(e.Findings) - 1; n > 0 {
+	if n := e.Count() - 1; n > 0 {
 		msg += fmt.Sprintf(" (and %d more)", n)
 	}
 	for _, f := range e.Findings {

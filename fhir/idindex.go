@@ -391,18 +391,17 @@ func (m *merger) pop() error {
 }
 
 // unresolved merges every spilled reference with every spilled id and
-// returns the first use of each target no id matches, with the count of
-// references to it summed over the runs.
-func (s *spill) unresolved() ([]pendingRef, error) {
+// passes to found the first use of each target no id matches, with the
+// count of references to it summed over the runs.
+func (s *spill) unresolved(found func(pendingRef)) error {
 	refs, err := s.merge(s.refs, true)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defs, err := s.merge(s.defs, false)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out []pendingRef
 	for refs.Len() > 0 {
 		k := (*refs)[0].key
 		first := (*refs)[0].ref
@@ -414,19 +413,19 @@ func (s *spill) unresolved() ([]pendingRef, error) {
 			}
 			first.count += p.count
 			if err := refs.pop(); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		for defs.Len() > 0 && bytes.Compare((*defs)[0].key[:], k[:]) < 0 {
 			if err := defs.pop(); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		if defs.Len() == 0 || (*defs)[0].key != k {
-			out = append(out, first)
+			found(first)
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // idKey is the index's key for a Type/id (or any reference text): 128 bits

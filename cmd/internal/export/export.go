@@ -157,6 +157,7 @@ type exporter struct {
 	types     map[string]string // interned type names
 	reportMu  sync.Mutex
 	pending   []fhir.Finding // error findings of the item being handled
+	finishing bool           // Checker.Finish runs: findings concern no item
 	fatal     error
 	bulkState *bulk.State
 	txTime    string
@@ -336,12 +337,16 @@ func (e *exporter) walk() (fhir.Stats, error) {
 	}
 	e.reportMu.Unlock()
 	if err == nil {
+		// Finish's findings concern no item to handle: nothing collects them.
+		e.reportMu.Lock()
+		e.finishing = true
+		e.reportMu.Unlock()
 		if ferr := c.Finish(); ferr != nil {
 			var fe *fhir.FindingsError
 			if !errors.As(ferr, &fe) || o.StrictReferences {
 				err = ferr
 			} else {
-				o.Log.Warn("references that resolve to no resource in the export (counted; --strict-references makes this fatal)", "targets", len(fe.Findings))
+				o.Log.Warn("references that resolve to no resource in the export (counted; --strict-references makes this fatal)", "targets", fe.Count())
 			}
 		}
 	}
@@ -369,7 +374,7 @@ func (e *exporter) reportWalk(f fhir.Finding) {
 func (e *exporter) report(f fhir.Finding) {
 	e.reportMu.Lock()
 	defer e.reportMu.Unlock()
-	if f.Severity == fhir.Error {
+	if f.Severity == fhir.Error && !e.finishing {
 		e.pending = append(e.pending, f)
 		if f.Code == fhir.CodeWrongVersion && e.fatal == nil {
 			// Whatever --on-invalid says: this is not an R4 export.
