@@ -21,11 +21,13 @@ import (
 // docs/copy.md describes the algorithm; the rules it keeps are these.
 //
 //   - The manifest is the authority. opts.Size and opts.SHA256 say what the
-//     object must be. The source bytes are hashed as they stream, and the
-//     last byte is held back until the whole object has been read and its
-//     SHA-256 compared: a source that serves other bytes (or more, or fewer)
-//     makes the Put fail before the destination can commit it, so nothing
-//     becomes visible. The error is ErrIntegrity and names the source key.
+//     object must be. An object up to opts.BufferMax is read whole and
+//     checked before dst.Put is called at all. A larger one is hashed as it
+//     streams, and its last byte is held back until the whole object has
+//     been read and its SHA-256 compared. Either way a source that serves
+//     other bytes (or more, or fewer) makes the copy fail before the
+//     destination can commit it, so nothing becomes visible. The error is
+//     ErrIntegrity and names the source key.
 //   - The destination is sent the expected SHA-256 (x-amz-checksum-sha256).
 //     A server that verifies checksums rejects bytes damaged on the way.
 //   - Every copy is then proven at the destination (see Prove): by the
@@ -36,12 +38,12 @@ import (
 //   - Failures that wrap ErrUnavailable are retried under opts.Retry,
 //     restarting the object (or only its proof, when the Put succeeded).
 //
-// Objects up to opts.PartSize stream from one Get. Larger ones are read in
-// ranges of PartSize, opts.Parallel at a time, and reassembled in order into
-// the single stream that dst.Put consumes (and, for S3, uploads as parts in
-// parallel). Memory per Copy is bounded by Parallel×PartSize for the range
-// buffers plus what dst.Put buffers itself (for S3Store, its parts in
-// flight × its part size).
+// Objects up to opts.PartSize are read with one Get (or, with
+// opts.Parallel > 1, larger ones in ranges of PartSize, Parallel at a time,
+// reassembled in order into the single stream that dst.Put consumes).
+// Memory per Copy is bounded by one buffer of up to BufferMax, or
+// Parallel×PartSize for the range buffers, plus what dst.Put buffers itself
+// (for S3Store, above SinglePutMax, its parts in flight × its part size).
 func Copy(ctx context.Context, src, dst Store, key string, opts CopyOptions) (res CopyResult, err error) {
 	start := time.Now()
 	o := opts.withDefaults(key)
@@ -130,6 +132,13 @@ type CopyOptions struct {
 	// Retry is the policy for failures that wrap ErrUnavailable; the zero
 	// value means DefaultRetryPolicy.
 	Retry RetryPolicy
+	// BufferMax: objects up to this size are read whole into memory and
+	// checked against Size and SHA256 before dst.Put is called, which then
+	// sends them from memory; larger ones stream through with the last
+	// byte held back. 0 means DefaultBufferMax; negative means stream
+	// every object. Memory: one buffer of up to BufferMax per copy in
+	// flight.
+	BufferMax int64
 	// SinglePutMax: objects up to this size go to dst in one request
 	// (PutOptions.OneRequest), so the destination verifies the whole
 	// object's SHA-256 and the client hashes every byte once; larger ones
@@ -144,6 +153,13 @@ type CopyOptions struct {
 // SHA-256 pass per byte instead of two and no part buffers; see
 // docs/copy.md for the measurements and for when parts are better.
 const DefaultSinglePutMax = MaxSinglePut
+
+// DefaultBufferMax is the largest object copied through memory by
+// default. On small objects a streamed copy costs more requests' worth of
+// writes and TLS records (the held-back last byte goes in a record of its
+// own); see docs/copy.md. 256 KiB keeps the memory per copy in flight
+// small.
+const DefaultBufferMax = 256 << 10
 
 // DefaultCopyParallel is the range reads in flight per large object: 1, one
 // streamed Get with no range buffers. With the copy going out in one PUT,
@@ -163,6 +179,9 @@ func (o CopyOptions) withDefaults(key string) CopyOptions {
 	}
 	if o.SinglePutMax == 0 {
 		o.SinglePutMax = DefaultSinglePutMax
+	}
+	if o.BufferMax == 0 {
+		o.BufferMax = DefaultBufferMax
 	}
 	return o
 }
@@ -339,7 +358,11 @@ func copyOnce(ctx context.Context, src, dst Store, key string, o CopyOptions) er
 	}
 	var body io.Reader
 	rr, ranged := src.(RangeReader)
-	if ranged && o.Parallel > 1 && o.Size > o.PartSize {
+	ranged = ranged && o.Parallel > 1 && o.Size > o.PartSize
+	if !ranged && o.Size <= o.BufferMax {
+		return copyBuffered(ctx, src, dst, key, o, srcErr)
+	}
+	if ranged {
 		// Ranges never look past the manifest's size: check the source's.
 		oi, err := src.Stat(ctx, key)
 		if err != nil {
@@ -381,6 +404,48 @@ func copyOnce(ctx context.Context, src, dst Store, key string, o CopyOptions) er
 	}
 	return err
 }
+
+// copyBuffered copies an object of at most o.BufferMax bytes by reading it
+// whole first: its size and SHA-256 are checked against the manifest before
+// dst.Put is called at all, so a wrong source never reaches the
+// destination, and the Put gets a body it can send in as few TLS records
+// and writes as possible (on small objects, per-request costs are what
+// limits a copy).
+func copyBuffered(ctx context.Context, src, dst Store, key string, o CopyOptions, srcErr func(error) error) error {
+	rc, err := src.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	bp := smallBuffers.Get().(*[]byte)
+	defer smallBuffers.Put(bp)
+	if int64(cap(*bp)) < o.Size+1 {
+		*bp = make([]byte, o.Size+1)
+	}
+	// One byte more than the manifest says, to see that the source ends.
+	buf := (*bp)[:o.Size+1]
+	n, err := io.ReadFull(o.Limiter.Reader(ctx, rc), buf)
+	rc.Close()
+	bad := func(format string, args ...any) error {
+		return srcErr(fmt.Errorf("%w; nothing was written to %s", withKind(ErrIntegrity, fmt.Errorf(format, args...)), dst.Location()))
+	}
+	switch {
+	case err == nil:
+		return bad("the source has more than the %d bytes the manifest says", o.Size)
+	case err != io.EOF && err != io.ErrUnexpectedEOF:
+		return err
+	case int64(n) != o.Size:
+		return bad("the source ended after %d bytes; the manifest says %d", n, o.Size)
+	}
+	buf = buf[:n]
+	if got := sha256.Sum256(buf); !bytes.Equal(got[:], o.SHA256) {
+		return bad("the source's %d bytes have SHA-256 %x; the manifest says %x", n, got, o.SHA256)
+	}
+	return dst.Put(ctx, o.DstKey, bytes.NewReader(buf), o.Size, PutOptions{SHA256: o.SHA256, Verified: true, OneRequest: true})
+}
+
+// smallBuffers recycles copyBuffered's buffers, grown as needed up to
+// BufferMax+1 bytes each: one per copy in flight.
+var smallBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 
 // verifyingReader passes through exactly left bytes of r, hashing them, and
 // holds back the last one until r has ended and the SHA-256 matched. A

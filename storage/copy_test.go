@@ -51,28 +51,35 @@ var noRetry = storage.RetryPolicy{Attempts: 1}
 const testPart = 64 << 10
 
 func TestCopySizes(t *testing.T) {
-	ctx := context.Background()
 	for _, par := range []int{1, 3} {
-		for _, n := range []int64{0, 1, testPart - 1, testPart, testPart + 1, 5*testPart + 123} {
-			t.Run(fmt.Sprintf("parallel%d/%d", par, n), func(t *testing.T) {
-				src, dst := localStore(t), localStore(t)
-				body := randomBytes(uint64(n), n)
-				sum := sha256.Sum256(body)
-				putLocal(t, src, "a/obj", body)
-				res, err := storage.Copy(ctx, src, dst, "a/obj", storage.CopyOptions{
-					Size: n, SHA256: sum[:], PartSize: testPart, Parallel: par, Retry: noRetry,
+		// Streamed, through memory by default (up to DefaultBufferMax, the
+		// largest size here above it), and all through memory (buffers
+		// grown past the pool's first size).
+		for _, bufMax := range []int64{-1, 0, 1 << 20} {
+			for _, n := range []int64{0, 1, testPart - 1, testPart, testPart + 1, 5*testPart + 123} {
+				t.Run(fmt.Sprintf("parallel%d/buffer%d/%d", par, bufMax, n), func(t *testing.T) {
+					testCopySize(t, n, storage.CopyOptions{PartSize: testPart, Parallel: par, BufferMax: bufMax, Retry: noRetry})
 				})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if res.Proof != storage.ProofReadBack || res.Skipped || res.Bytes != n || res.DstKey != "a/obj" {
-					t.Errorf("result %+v", res)
-				}
-				if got := readAll(t, dst, "a/obj"); !bytes.Equal(got, body) {
-					t.Fatalf("copied %d bytes differ", n)
-				}
-			})
+			}
 		}
+	}
+}
+
+func testCopySize(t *testing.T, n int64, o storage.CopyOptions) {
+	src, dst := localStore(t), localStore(t)
+	body := randomBytes(uint64(n), n)
+	sum := sha256.Sum256(body)
+	putLocal(t, src, "a/obj", body)
+	o.Size, o.SHA256 = n, sum[:]
+	res, err := storage.Copy(context.Background(), src, dst, "a/obj", o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Proof != storage.ProofReadBack || res.Skipped || res.Bytes != n || res.DstKey != "a/obj" {
+		t.Errorf("result %+v", res)
+	}
+	if got := readAll(t, dst, "a/obj"); !bytes.Equal(got, body) {
+		t.Fatalf("copied %d bytes differ", n)
 	}
 }
 
@@ -123,12 +130,18 @@ func TestCopySourceMismatchLeavesNothing(t *testing.T) {
 		{"long", append(bytes.Clone(good), 'x')},
 		{"empty", nil},
 	} {
-		for _, part := range []int64{testPart, 1 << 30} { // ranged, single stream
-			t.Run(fmt.Sprintf("%s/part%d", tc.name, part), func(t *testing.T) {
-				src, dst := localStore(t), localStore(t)
+		for _, m := range []struct {
+			part, bufMax int64
+		}{
+			{testPart, 0},      // ranged
+			{1 << 30, 0},       // single stream (the object is over DefaultBufferMax)
+			{1 << 30, 1 << 20}, // read whole, checked before any Put
+		} {
+			t.Run(fmt.Sprintf("%s/part%d/buffer%d", tc.name, m.part, m.bufMax), func(t *testing.T) {
+				src, dst := localStore(t), &countingStore{Store: localStore(t)}
 				putLocal(t, src, "obj", tc.served)
 				_, err := storage.Copy(ctx, src, dst, "obj", storage.CopyOptions{
-					Size: int64(len(good)), SHA256: sum[:], PartSize: part, Retry: noRetry,
+					Size: int64(len(good)), SHA256: sum[:], PartSize: m.part, BufferMax: m.bufMax, Retry: noRetry,
 				})
 				if !errors.Is(err, storage.ErrIntegrity) {
 					t.Fatalf("copy of a wrong source: %v, want ErrIntegrity", err)
@@ -138,6 +151,9 @@ func TestCopySourceMismatchLeavesNothing(t *testing.T) {
 				}
 				if keys := keysOf(t, dst); len(keys) != 0 {
 					t.Fatalf("destination holds %q after a rejected copy", keys)
+				}
+				if m.bufMax > 0 && dst.puts.Load() != 0 {
+					t.Errorf("a buffered copy of a wrong source called Put %d times, want 0", dst.puts.Load())
 				}
 			})
 		}
@@ -170,6 +186,123 @@ func TestCopySourceMismatchKeepsPrevious(t *testing.T) {
 	}
 	if !bytes.Equal(readAll(t, dst, "obj"), good) {
 		t.Fatal("previous object replaced by a rejected copy")
+	}
+}
+
+// Up to BufferMax bytes an object is read whole and checked before Put is
+// called: a wrong source never reaches the destination at all. One byte
+// more and it streams, its last byte held back, so the Put is called and
+// fails. Both leave nothing behind.
+func TestCopyBufferMax(t *testing.T) {
+	for _, tc := range []struct {
+		size, bufMax int64
+		wantPuts     int64
+	}{
+		{storage.DefaultBufferMax, 0, 0},
+		{storage.DefaultBufferMax + 1, 0, 1},
+		{1000, 1000, 0},
+		{1001, 1000, 1},
+		{1000, -1, 1},
+		{0, 0, 0},
+	} {
+		good := randomBytes(uint64(tc.size), tc.size)
+		sum := sha256.Sum256(good)
+		served := append(bytes.Clone(good), 'x') // one byte too many
+		src, dst := localStore(t), &countingStore{Store: localStore(t)}
+		putLocal(t, src, "obj", served)
+		_, err := storage.Copy(context.Background(), src, dst, "obj", storage.CopyOptions{
+			Size: tc.size, SHA256: sum[:], BufferMax: tc.bufMax, Retry: noRetry,
+		})
+		if !errors.Is(err, storage.ErrIntegrity) || !strings.Contains(err.Error(), "more than") {
+			t.Fatalf("size %d, buffer max %d: %v, want ErrIntegrity (source too long)", tc.size, tc.bufMax, err)
+		}
+		if got := dst.puts.Load(); got != tc.wantPuts {
+			t.Errorf("size %d, buffer max %d: %d Puts, want %d", tc.size, tc.bufMax, got, tc.wantPuts)
+		}
+		if keys := keysOf(t, dst); len(keys) != 0 {
+			t.Fatalf("size %d: destination holds %q", tc.size, keys)
+		}
+	}
+}
+
+// A small object from a wrong source, to a cloud that verifies nothing
+// (gofakes3): read whole, it is refused before any request goes out;
+// streamed (BufferMax -1), the held-back last byte stops it. Either way the
+// cloud holds nothing. (TestLyingCloudSourceMismatchNeverCommitted covers
+// the streamed large objects.)
+func TestCopyBufferedLyingCloud(t *testing.T) {
+	liar := &countingStore{Store: lyingCloud(t, 5<<20)}
+	src := localStore(t)
+	ctx := context.Background()
+	for _, bufMax := range []int64{0, -1} {
+		good := randomBytes(uint64(20000-bufMax), 20000)
+		sum := sha256.Sum256(good)
+		served := bytes.Clone(good)
+		served[len(served)-1] ^= 1
+		key := fmt.Sprintf("small-mismatch/%d", bufMax)
+		putLocal(t, src, key, served)
+		liar.puts.Store(0)
+		_, err := storage.Copy(ctx, src, liar, key, storage.CopyOptions{Size: 20000, SHA256: sum[:], BufferMax: bufMax, Retry: noRetry})
+		if !errors.Is(err, storage.ErrIntegrity) || !strings.Contains(err.Error(), key) {
+			t.Fatalf("buffer max %d: %v, want ErrIntegrity naming the key", bufMax, err)
+		}
+		if _, err := liar.Stat(ctx, key); !errors.Is(err, storage.ErrNotExist) {
+			t.Fatalf("buffer max %d: the lying cloud committed the object (stat %v)", bufMax, err)
+		}
+		want := int64(0) // refused before the Put
+		if bufMax < 0 {
+			want = 1 // the Put saw a body one byte short
+		}
+		if liar.puts.Load() != want {
+			t.Errorf("buffer max %d: %d Puts, want %d", bufMax, liar.puts.Load(), want)
+		}
+	}
+}
+
+// breakingSource serves the first bytes of each object, then fails its
+// first reads with a store error (a connection reset), as a source whose
+// connection drops mid-body does.
+type breakingSource struct {
+	storage.Store
+	breaks atomic.Int64
+}
+
+func (b *breakingSource) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	rc, err := b.Store.Get(ctx, key)
+	if err != nil || b.breaks.Add(-1) < 0 {
+		return rc, err
+	}
+	reset := &storage.Error{Op: "get", Location: b.Location(), Key: key, Err: fmt.Errorf("connection reset: %w", storage.ErrUnavailable)}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(io.LimitReader(rc, 10), errReader{reset}), rc}, nil
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// A body that breaks off is the store's failure, retried, never taken for
+// a source that differs from the manifest, buffered or streamed.
+func TestCopyBrokenBodyRetried(t *testing.T) {
+	body := randomBytes(16, 5000)
+	sum := sha256.Sum256(body)
+	for _, bufMax := range []int64{0, -1} {
+		src := &breakingSource{Store: localStore(t)}
+		src.breaks.Store(2)
+		putLocal(t, src.Store, "obj", body)
+		dst := localStore(t)
+		res, err := storage.Copy(context.Background(), src, dst, "obj", storage.CopyOptions{
+			Size: int64(len(body)), SHA256: sum[:], BufferMax: bufMax,
+			Retry: storage.RetryPolicy{Attempts: 3, Sleep: (&recordingSleep{}).Sleep},
+		})
+		if err != nil || res.Retries != 2 {
+			t.Fatalf("buffer max %d: %+v, %v; want success after 2 retries", bufMax, res, err)
+		}
+		if !bytes.Equal(readAll(t, dst, "obj"), body) {
+			t.Fatalf("buffer max %d: bytes differ", bufMax)
+		}
 	}
 }
 
