@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 
@@ -115,11 +114,18 @@ func recipientsFrom(ctx context.Context, dir string, pubs, escrow []string, envs
 	return rs, nil
 }
 
-func openIn(name string) (io.ReadCloser, error) {
+// openIn opens IN, or takes standard input for "-": as the *os.File it is,
+// so that a file redirected into it is read at offsets like a named one
+// (ehrcrypto.EncryptFile). Standard input is not closed.
+func openIn(name string) (in *os.File, closeIn func(), err error) {
 	if name == "-" {
-		return io.NopCloser(os.Stdin), nil
+		return os.Stdin, func() {}, nil
 	}
-	return os.Open(name)
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
 }
 
 func (o *encryptOptions) Run(ctx context.Context) error {
@@ -130,11 +136,11 @@ func (o *encryptOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	in, err := openIn(o.In)
+	in, closeIn, err := openIn(o.In)
 	if err != nil {
 		return err
 	}
-	defer in.Close()
+	defer closeIn()
 	h, err := ehrcrypto.EncryptFile(o.Out, in, rs, o.Binding)
 	if err != nil {
 		return err
@@ -223,11 +229,11 @@ func (o *decryptOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	in, err := openIn(o.In)
+	in, closeIn, err := openIn(o.In)
 	if err != nil {
 		return err
 	}
-	defer in.Close()
+	defer closeIn()
 	h, err := ehrcrypto.DecryptFile(o.Out, in, ids, o.Binding)
 	if err != nil {
 		return err
