@@ -13,7 +13,8 @@
 # Each round copies each set with every tool into a fresh prefix of a fresh
 # bucket on cloud B, the tools in a rotating order (round 1 starts with
 # ehrport, round 2 with rclone, ...), then verifies ehrport's copy with both
-# verifiers (alternating which goes first), then deletes the copies.
+# verifiers (alternating which goes first), then deletes the copies (the
+# small ones only after the last round: see the rounds below).
 #
 # Prints medians per tool, the median and min-max of the per-round ratios
 # ehrport/peer, peak RSS (/usr/bin/time -v), and, unless BENCH_RECORD=0,
@@ -301,8 +302,16 @@ for set in $SETS; do
 		if ((r % 2)); then vorder=(ehrport rclone); else vorder=(rclone ehrport); fi
 		log "$set round $r/$ROUNDS: verify ${vorder[*]}"
 		for tool in "${vorder[@]}"; do verify_one "$set" "$tool" "$r"; done
-		for tool in "${TOOLS[@]}"; do mc rm --recursive --force "benchb/$DST_BUCKET/$set/$tool-r$r/" >/dev/null 2>&1 || true; done
+		# The large copies go at once (disk space). The small ones stay until
+		# the set is done: cloud B's data folder is on ext4, where creating a
+		# file soon after thousands were deleted scans past their inodes
+		# (perf: a third of versitygw's CPU in find_inode_bit), a cost of
+		# the test bed that the next tool, whichever it is, would pay.
+		if [[ $set == large ]]; then
+			for tool in "${TOOLS[@]}"; do mc rm --recursive --force "benchb/$DST_BUCKET/$set/$tool-r$r/" >/dev/null 2>&1 || true; done
+		fi
 	done
+	[[ $set == large ]] || mc rm --recursive --force "benchb/$DST_BUCKET/$set/" >/dev/null 2>&1 || true
 done
 
 # ---------------------------------------------------------------- statistics
