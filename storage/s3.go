@@ -564,9 +564,60 @@ func idleDialer(d *net.Dialer, idle time.Duration) func(ctx context.Context, net
 type idleConn struct {
 	net.Conn
 	idle time.Duration
+	// While a body streams, reads go through a pooled buffer (see
+	// connReadBuf): buf[r:w] are bytes read and not yet returned.
+	buf       *[]byte
+	r, w      int
+	err       error // from the read that filled buf, returned after its bytes
+	streaming bool  // the last read of the connection filled its buffer: more is queued
 }
 
+// connReadBuf is how much one read of a streaming connection may take.
+// crypto/tls reads its connection one record (16 KiB) at a time, so a
+// large body cost a read system call (and on loopback, an ACK) per record;
+// reading what the socket holds, up to this, into a buffer first takes
+// a fraction of the calls, and halved the client's system time of a 1 GiB
+// verify --against here. A read goes through the buffer only after a read
+// that filled its buffer (more is surely queued), and the buffer is pooled
+// and held only while it has unread bytes: a response's last read is a
+// short one, so an idle connection, whose transport waits in a read,
+// holds none.
+const connReadBuf = 1 << 20
+
+var connBufs = sync.Pool{New: func() any { b := make([]byte, connReadBuf); return &b }}
+
 func (c *idleConn) Read(p []byte) (int, error) {
+	if c.buf == nil {
+		if c.err != nil {
+			err := c.err
+			c.err = nil
+			return 0, err
+		}
+		if !c.streaming || len(p) == 0 || len(p) >= connReadBuf {
+			n, err := c.read(p)
+			c.streaming = n > 0 && n == len(p)
+			return n, err
+		}
+		b := connBufs.Get().(*[]byte)
+		n, err := c.read(*b)
+		c.streaming = n == len(*b)
+		if n == 0 {
+			connBufs.Put(b)
+			return 0, err
+		}
+		c.buf, c.r, c.w, c.err = b, 0, n, err
+	}
+	n := copy(p, (*c.buf)[c.r:c.w])
+	c.r += n
+	if c.r == c.w {
+		connBufs.Put(c.buf)
+		c.buf = nil
+	}
+	return n, nil
+}
+
+// read reads the connection itself, failing after idle without progress.
+func (c *idleConn) read(p []byte) (int, error) {
 	c.Conn.SetReadDeadline(time.Now().Add(c.idle))
 	return c.Conn.Read(p)
 }
