@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ehrport/ehrport/cmd/internal/export"
@@ -15,10 +16,10 @@ import (
 // deleted what it did not.
 type deafStore struct {
 	*storage.LocalStore
-	deletes int
+	deletes atomic.Int64 // Delete runs on several goroutines
 }
 
-func (s *deafStore) Delete(context.Context, string) error { s.deletes++; return nil }
+func (s *deafStore) Delete(context.Context, string) error { s.deletes.Add(1); return nil }
 
 func seedObjects(t *testing.T, st storage.Store, n int) {
 	t.Helper()
@@ -66,8 +67,8 @@ func TestDecommissionNamesBoundedRemains(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.deletes != 151 || dc.remaining != 151 || len(dc.remainingAt) != maxNamedRemaining {
-		t.Fatalf("deletes %d, remaining %d, named %d", st.deletes, dc.remaining, len(dc.remainingAt))
+	if st.deletes.Load() != 151 || dc.remaining != 151 || len(dc.remainingAt) != maxNamedRemaining {
+		t.Fatalf("deletes %d, remaining %d, named %d", st.deletes.Load(), dc.remaining, len(dc.remainingAt))
 	}
 
 	deaf := &deafStore{LocalStore: mustLocal(t)}
