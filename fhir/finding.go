@@ -123,10 +123,16 @@ func (e *FindingsError) Error() string {
 	if n := e.Count() - 1; n > 0 {
 		msg += fmt.Sprintf(" (and %d more)", n)
 	}
+	dangling := true
 	for _, f := range e.Findings {
 		if f.Code == CodeWrongVersion {
 			return msg
 		}
+		dangling = dangling && f.Code == CodeDanglingRef
+	}
+	if dangling {
+		// --on-invalid does not apply: the resources were valid and written.
+		return msg + "; add the referenced resources to the input, or rerun without --strict-references to export and count them"
 	}
 	return msg + "; fix the input, or rerun with --on-invalid=skip or --on-invalid=quarantine"
 }
