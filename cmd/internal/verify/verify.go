@@ -478,6 +478,17 @@ func (v *verifier) checkFHIR(lines <-chan fhirLine) fhirResult {
 			res.samples[c] = append(res.samples[c], Finding{Code: "fhir-" + c, Object: f.Pos.File, Message: f.String()})
 		}
 	}
+	// An item the checker refuses is a finding of its own, listed up to
+	// samplesPerCode and then counted, so that a target full of damaged
+	// lines cannot make the report as large as the export.
+	errorsUnlisted := 0
+	failed := func(pos fhir.Position, err error) {
+		if len(res.samples["error"]) < samplesPerCode {
+			res.samples["error"] = append(res.samples["error"], Finding{Code: "fhir-error", Object: pos.File, Message: err.Error()})
+			return
+		}
+		errorsUnlisted++
+	}
 	ck := fhir.NewChecker(fhir.CheckerOptions{Policy: fhir.PolicySkip, Report: report})
 	defer ck.Close() // its spilled index, when verification stops early
 	for l := range lines {
@@ -487,14 +498,18 @@ func (v *verifier) checkFHIR(lines <-chan fhirLine) fhirResult {
 		if l.bundle {
 			b, err := fhir.NewBundleBytes(l.raw, l.pos, nil)
 			if err != nil {
-				res.samples["error"] = append(res.samples["error"], Finding{Code: "fhir-error", Object: l.pos.File, Message: err.Error()})
+				failed(l.pos, err)
 				continue
 			}
 			it = &fhir.Item{Kind: fhir.KindBundle, Pos: b.Pos, Bundle: b}
 		}
 		if _, err := ck.Item(it); err != nil {
-			res.samples["error"] = append(res.samples["error"], Finding{Code: "fhir-error", Object: l.pos.File, Message: err.Error()})
+			failed(l.pos, err)
 		}
+	}
+	if errorsUnlisted > 0 {
+		res.samples["error"] = append(res.samples["error"], Finding{Code: "fhir-error",
+			Message: fmt.Sprintf("%d more resources or Bundles failed the FHIR check (only the first %d are listed)", errorsUnlisted, samplesPerCode)})
 	}
 	// Unresolved references come back from Finish as a FindingsError; they
 	// were also reported and counted, which is what is compared.
