@@ -2,7 +2,6 @@ package stream
 
 import (
 	"crypto/cipher"
-	"crypto/rand"
 	"errors"
 	"io"
 	"runtime"
@@ -131,10 +130,10 @@ func checkEnd(src io.ReaderAt, off int64) error {
 
 // SealAt encrypts the size bytes of src at srcOff into one stream written
 // to dst at dstOff: the header, then each segment at its offset. src must
-// hold exactly size bytes from srcOff, else ErrSourceChanged. The header's
-// salt and nonce prefix come from crypto/rand in Writer's order, so the
-// output is Writer's for the same randomness. On error, dst holds a
-// partial stream and is the caller's to discard.
+// hold exactly size bytes from srcOff, else ErrSourceChanged. The header
+// is newHeader's, as Writer's, so the output is Writer's for the same
+// randomness. On error, dst holds a partial stream and is the caller's to
+// discard.
 func SealAt(dst io.WriterAt, dstOff int64, src io.ReaderAt, srcOff, size int64, mainKey, ad []byte, p Params) error {
 	workers := atWorkers(p)
 	p, err := p.check()
@@ -149,20 +148,10 @@ func SealAt(dst io.WriterAt, dstOff int64, src io.ReaderAt, srcOff, size int64, 
 	if n > MaxSegments {
 		return ErrTooManySegments
 	}
-	var hdr [HeaderLen]byte
-	hdr[0] = HeaderLen
-	if _, err := rand.Read(hdr[1 : 1+SaltSize]); err != nil {
-		return err
-	}
-	if _, err := rand.Read(hdr[1+SaltSize:]); err != nil {
-		return err
-	}
-	a, err := newAEAD(mainKey, hdr[1:1+SaltSize], ad)
+	hdr, a, prefix, err := newHeader(mainKey, ad)
 	if err != nil {
 		return err
 	}
-	var prefix [NoncePrefixSize]byte
-	copy(prefix[:], hdr[1+SaltSize:])
 	if _, err := dst.WriteAt(hdr[:], dstOff); err != nil {
 		return err
 	}
@@ -204,15 +193,10 @@ func OpenAt(dst io.WriterAt, src io.ReaderAt, srcOff, streamLen int64, mainKey, 
 	if err := readExactAt(src, hdr[:], srcOff); err != nil {
 		return 0, headerErr(err)
 	}
-	if hdr[0] != HeaderLen {
-		return 0, ErrHeader
-	}
-	a, err := newAEAD(mainKey, hdr[1:1+SaltSize], ad)
+	a, prefix, err := openHeader(&hdr, mainKey, ad)
 	if err != nil {
 		return 0, err
 	}
-	var prefix [NoncePrefixSize]byte
-	copy(prefix[:], hdr[1+SaltSize:])
 
 	// Segment i spans [cipherOffset(i), cipherOffset(i+1)) of the stream,
 	// the last one up to its end; a stream ending at a boundary has no

@@ -51,13 +51,11 @@ func NewReader(src io.Reader, mainKey, ad []byte, p Params) (*Reader, error) {
 	if _, err := io.ReadFull(src, hdr[1:]); err != nil {
 		return nil, headerErr(err)
 	}
-	a, err := newAEAD(mainKey, hdr[1:1+SaltSize], ad)
+	a, prefix, err := openHeader(&hdr, mainKey, ad)
 	if err != nil {
 		return nil, err
 	}
-	r := &Reader{src: src, aead: a, p: p, pool: newWorkers(p.Workers)}
-	copy(r.prefix[:], hdr[1+SaltSize:])
-	return r, nil
+	return &Reader{src: src, aead: a, prefix: prefix, p: p, pool: newWorkers(p.Workers)}, nil
 }
 
 func headerErr(err error) error {

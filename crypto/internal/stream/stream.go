@@ -25,6 +25,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -121,6 +122,32 @@ func newAEAD(mainKey, salt, ad []byte) (cipher.AEAD, error) {
 		return nil, err
 	}
 	return cipher.NewGCM(b)
+}
+
+// newHeader draws a stream header, its salt then its nonce prefix from
+// crypto/rand (32 then 7 bytes, Tink's order, so that a test that fixes
+// crypto/rand's output gets Tink's bytes), and keys the stream with it.
+func newHeader(mainKey, ad []byte) (hdr [HeaderLen]byte, a cipher.AEAD, prefix [NoncePrefixSize]byte, err error) {
+	hdr[0] = HeaderLen
+	if _, err = rand.Read(hdr[1 : 1+SaltSize]); err != nil {
+		return
+	}
+	if _, err = rand.Read(hdr[1+SaltSize:]); err != nil {
+		return
+	}
+	a, prefix, err = openHeader(&hdr, mainKey, ad)
+	return
+}
+
+// openHeader checks a stream header's length byte (ErrHeader) and keys the
+// stream with its salt; prefix is its nonce prefix.
+func openHeader(hdr *[HeaderLen]byte, mainKey, ad []byte) (a cipher.AEAD, prefix [NoncePrefixSize]byte, err error) {
+	if hdr[0] != HeaderLen {
+		return nil, prefix, ErrHeader
+	}
+	a, err = newAEAD(mainKey, hdr[1:1+SaltSize], ad)
+	copy(prefix[:], hdr[1+SaltSize:])
+	return a, prefix, err
 }
 
 // firstPlain and plain are the plaintext capacities of the first and of

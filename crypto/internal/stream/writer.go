@@ -2,7 +2,6 @@ package stream
 
 import (
 	"crypto/cipher"
-	"crypto/rand"
 	"errors"
 	"io"
 )
@@ -27,32 +26,21 @@ var (
 	_ io.ReaderFrom  = (*Writer)(nil)
 )
 
-// NewWriter writes a stream header to dst and returns a Writer for the
-// segments, keyed from mainKey with ad as associated data. The salt and
-// nonce prefix come from crypto/rand, 32 then 7 bytes, as in Tink, so that
-// a test that fixes crypto/rand's output gets Tink's bytes.
+// NewWriter writes a stream header (newHeader) to dst and returns a Writer
+// for the segments, keyed from mainKey with ad as associated data.
 func NewWriter(dst io.Writer, mainKey, ad []byte, p Params) (*Writer, error) {
 	p, err := p.check()
 	if err != nil {
 		return nil, err
 	}
-	var hdr [HeaderLen]byte
-	hdr[0] = HeaderLen
-	if _, err := rand.Read(hdr[1 : 1+SaltSize]); err != nil {
-		return nil, err
-	}
-	if _, err := rand.Read(hdr[1+SaltSize:]); err != nil {
-		return nil, err
-	}
-	a, err := newAEAD(mainKey, hdr[1:1+SaltSize], ad)
+	hdr, a, prefix, err := newHeader(mainKey, ad)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := dst.Write(hdr[:]); err != nil {
 		return nil, err
 	}
-	w := &Writer{aead: a, p: p, pool: newWorkers(p.Workers), out: newSink(dst, p.SegmentSize, p.InFlight)}
-	copy(w.prefix[:], hdr[1+SaltSize:])
+	w := &Writer{aead: a, prefix: prefix, p: p, pool: newWorkers(p.Workers), out: newSink(dst, p.SegmentSize, p.InFlight)}
 	w.cur = &job{buf: getBuf(p.SegmentSize)}
 	return w, nil
 }
