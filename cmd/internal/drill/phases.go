@@ -372,19 +372,10 @@ func decommissionStore(ctx context.Context, st storage.Store, purge bool, n int)
 		return nil, err
 	}
 	var mu sync.Mutex
-	var listErr error
-	listed := func(yield func(storage.ObjectInfo) bool) {
-		for oi, err := range st.List(ctx, "") {
-			if err != nil {
-				listErr = err
-				return
-			}
-			if oi.Key != export.ManifestKey && !yield(oi) {
-				return
-			}
+	err := workers.ForEachListed(ctx, n, st.List(ctx, ""), func(ctx context.Context, oi storage.ObjectInfo) error {
+		if oi.Key == export.ManifestKey {
+			return nil // deleted above; listed again only by a lagging listing
 		}
-	}
-	err := workers.ForEach(ctx, n, listed, func(ctx context.Context, oi storage.ObjectInfo) error {
 		if err := st.Delete(ctx, oi.Key); err != nil {
 			return err
 		}
@@ -394,9 +385,6 @@ func decommissionStore(ctx context.Context, st storage.Store, purge bool, n int)
 		mu.Unlock()
 		return nil
 	})
-	if err == nil {
-		err = listErr
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -433,24 +421,12 @@ func decommissionStore(ctx context.Context, st storage.Store, purge bool, n int)
 }
 
 // purgeVersions removes every version and delete marker at vd as the
-// version listing yields them. A version
-// the store refuses to remove (object lock, legal hold) is counted, not
-// fatal: the version listing afterwards shows it, and the drill names it.
+// version listing yields them. A version the store refuses to remove
+// (object lock, legal hold) is counted, not fatal: the version listing
+// afterwards shows it, and the drill names it.
 func purgeVersions(ctx context.Context, vd storage.VersionDeleter, n int, dc *decommission) error {
-	var listErr error
-	versions := func(yield func(storage.ObjectVersion) bool) {
-		for v, err := range vd.ListVersions(ctx, "") {
-			if err != nil {
-				listErr = err
-				return
-			}
-			if !yield(v) {
-				return
-			}
-		}
-	}
 	var mu sync.Mutex
-	err := workers.ForEach(ctx, n, versions, func(ctx context.Context, v storage.ObjectVersion) error {
+	return workers.ForEachListed(ctx, n, vd.ListVersions(ctx, ""), func(ctx context.Context, v storage.ObjectVersion) error {
 		err := vd.DeleteVersion(ctx, v.Key, v.VersionID)
 		if err != nil && (errors.Is(err, storage.ErrUnavailable) || ctx.Err() != nil) {
 			return err
@@ -467,10 +443,6 @@ func purgeVersions(ctx context.Context, vd storage.VersionDeleter, n int, dc *de
 		dc.purged++
 		return nil
 	})
-	if err == nil {
-		err = listErr
-	}
-	return err
 }
 
 func kindOf(st storage.Store) string {

@@ -49,3 +49,25 @@ func ForEach[T any](ctx context.Context, n int, items iter.Seq[T], fn func(conte
 	}
 	return first
 }
+
+// ForEachListed is ForEach over a listing that can fail, such as a store's
+// List: the first error the listing yields stops the feeding and, unless
+// fn failed first, is what ForEachListed returns.
+func ForEachListed[T any](ctx context.Context, n int, items iter.Seq2[T, error], fn func(context.Context, T) error) error {
+	var listErr error
+	err := ForEach(ctx, n, func(yield func(T) bool) {
+		for it, err := range items {
+			if err != nil {
+				listErr = err
+				return
+			}
+			if !yield(it) {
+				return
+			}
+		}
+	}, fn)
+	if err == nil {
+		err = listErr
+	}
+	return err
+}

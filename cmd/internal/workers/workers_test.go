@@ -72,3 +72,37 @@ func TestForEachCancelled(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestForEachListedStopsAtListingError: the items before the listing's
+// error are handled, none after it, and the error is returned; an error of
+// fn that came first wins.
+func TestForEachListedStopsAtListingError(t *testing.T) {
+	broken := errors.New("listing broke")
+	listing := func(yield func(int, error) bool) {
+		for i := range 10 {
+			if !yield(i, nil) {
+				return
+			}
+		}
+		if !yield(0, broken) {
+			return
+		}
+		yield(99, nil)
+	}
+	var seen atomic.Int64
+	err := ForEachListed(context.Background(), 3, listing, func(_ context.Context, i int) error {
+		if i == 99 {
+			t.Error("an item after the listing's error was handled")
+		}
+		seen.Add(1)
+		return nil
+	})
+	if err != broken || seen.Load() != 10 {
+		t.Fatalf("err %v after %d items, want the listing's error after 10", err, seen.Load())
+	}
+	boom := errors.New("fn failed")
+	err = ForEachListed(context.Background(), 1, listing, func(context.Context, int) error { return boom })
+	if err != boom {
+		t.Fatalf("err %v, want fn's", err)
+	}
+}
