@@ -221,10 +221,9 @@ func EncryptFile(out string, src io.Reader, recipients []Recipient, b Binding, o
 // sealAt writes the object for the size bytes at off in src to dst, from
 // dst's offset 0.
 func (s *Sealer) sealAt(dst io.WriterAt, src io.ReaderAt, off, size int64) error {
-	if s.used {
-		return fmt.Errorf("%w: a Sealer encrypts one object only (a DEK is never reused)", ErrPolicy)
+	if err := s.claim(); err != nil {
+		return err
 	}
-	s.used = true
 	if _, err := dst.WriteAt(s.header.raw, 0); err != nil {
 		return err
 	}

@@ -61,10 +61,9 @@ func (s *Sealer) CiphertextSize(plaintextSize int64) int64 {
 // payload. Close must be called to write the last segment; it does not close
 // dst. A Sealer writes one object only.
 func (s *Sealer) Writer(dst io.Writer) (io.WriteCloser, error) {
-	if s.used {
-		return nil, fmt.Errorf("%w: a Sealer encrypts one object only (a DEK is never reused)", ErrPolicy)
+	if err := s.claim(); err != nil {
+		return nil, err
 	}
-	s.used = true
 	if _, err := dst.Write(s.header.raw); err != nil {
 		return nil, err
 	}
@@ -73,6 +72,15 @@ func (s *Sealer) Writer(dst io.Writer) (io.WriteCloser, error) {
 		return nil, fmt.Errorf("%w: %v", ErrPolicy, err)
 	}
 	return payloadWriter{w}, nil
+}
+
+// claim marks the Sealer used: its DEK encrypts one object only.
+func (s *Sealer) claim() error {
+	if s.used {
+		return fmt.Errorf("%w: a Sealer encrypts one object only (a DEK is never reused)", ErrPolicy)
+	}
+	s.used = true
+	return nil
 }
 
 // payloadWriter classifies the stream's own errors; those of dst pass as
