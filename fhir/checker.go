@@ -361,7 +361,7 @@ func absoluteTypeID(u string) (string, bool) {
 	parts := strings.Split(u, "/")
 	if len(parts) >= 2 {
 		t, id := parts[len(parts)-2], parts[len(parts)-1]
-		if _, ok := r4Elements[t]; ok && validID(id) {
+		if _, ok := r4Elements()[t]; ok && validID(id) {
 			return t + "/" + id, true
 		}
 	}

@@ -63,8 +63,8 @@ const manyKeys = 32
 
 // knownTypes interns the R4 resource type names.
 var knownTypes = sync.OnceValue(func() map[string]string {
-	m := make(map[string]string, len(r4Elements))
-	for t := range r4Elements {
+	m := make(map[string]string, len(r4Elements()))
+	for t := range r4Elements() {
 		m[t] = t
 	}
 	return m
@@ -74,7 +74,7 @@ var knownTypes = sync.OnceValue(func() map[string]string {
 // primitive extensions), so that keys need no string of their own.
 var knownKeys = sync.OnceValue(func() map[string]string {
 	m := map[string]string{"resourceType": "resourceType"}
-	for _, elems := range r4Elements {
+	for _, elems := range r4Elements() {
 		for name := range elems {
 			if _, ok := m[name]; !ok {
 				m[name] = name

@@ -113,7 +113,7 @@ func (v *Validator) check(r *Result, raw []byte, pos Position, ctx CheckContext,
 		r.add(Error, CodeWrongVersion, pos, prefix, wrongVersionMsg(ver, why))
 		return
 	}
-	elems, ok := r4Elements[f.resourceType]
+	elems, ok := r4Elements()[f.resourceType]
 	if !ok {
 		r.add(Error, CodeUnknownType, pos, prefix, fmt.Sprintf("resourceType %q is not an R4 resource type", f.resourceType))
 		return
@@ -170,7 +170,7 @@ func (v *Validator) check(r *Result, raw []byte, pos Position, ctx CheckContext,
 		}
 		r.add(Error, CodeWrongVersion, pos, prefix, wrongVersionMsg(oldVer, strings.Join(oldWhy, "; ")))
 	}
-	for _, group := range r4Required[f.resourceType] {
+	for _, group := range r4Required()[f.resourceType] {
 		found := false
 		for _, n := range group {
 			if hasElement(f, n) {
@@ -302,7 +302,7 @@ func parseRef(ref string) (refKind, string) {
 		return refConditional, ref
 	}
 	id, hist, _ := strings.Cut(rest, "/")
-	if _, known := r4Elements[t]; !known || !validID(id) {
+	if _, known := r4Elements()[t]; !known || !validID(id) {
 		return refBad, ref
 	}
 	if hist != "" && !strings.HasPrefix(hist, "_history/") {

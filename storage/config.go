@@ -150,7 +150,7 @@ func (c *Config) parseFile(path string, data []byte) error {
 	}
 	hasSecret := false
 	for name, sc := range raw.Stores {
-		if !storeNameRE.MatchString(name) {
+		if !storeNameRE().MatchString(name) {
 			return fmt.Errorf("%w: %s: store name %q: use letters, digits, '-' and '_', starting with a letter", ErrBadConfig, path, name)
 		}
 		if sc == nil {
@@ -194,7 +194,7 @@ func (c *Config) applyEnv(environ []string) error {
 				break
 			}
 		}
-		if name == "" || !storeNameRE.MatchString(name) {
+		if name == "" || !storeNameRE().MatchString(name) {
 			continue // not ours, or malformed: ignore rather than guess
 		}
 		key := strings.ToUpper(name)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -32,10 +33,11 @@ func (r Ref) String() string {
 }
 
 var (
-	storeNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,63}$`)
+	// Compiled on first use: package init runs before every command.
+	storeNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]{0,63}$`) })
 	// Bucket names are checked loosely here (characters only); the server
 	// has the last word on length and form, and answers with a clear error.
-	bucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.\-_]*$`)
+	bucketRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9.\-_]*$`) })
 )
 
 // ParseRef parses a store reference.
@@ -58,14 +60,14 @@ func ParseRef(s string) (Ref, error) {
 		return Ref{Path: s}, nil
 	}
 	name, rest := s[:colon], s[colon+1:]
-	if !storeNameRE.MatchString(name) {
+	if !storeNameRE().MatchString(name) {
 		return Ref{}, fmt.Errorf("%w: %q: a store name starts with a letter and has only letters, digits, '-' and '_' (write ./%s for a folder)", ErrBadRef, s, s)
 	}
 	bucket, prefix, _ := strings.Cut(rest, "/")
 	if bucket == "" {
 		return Ref{}, fmt.Errorf("%w: %q names no bucket; write %s:BUCKET or %s:BUCKET/PREFIX", ErrBadRef, s, name, name)
 	}
-	if !bucketRE.MatchString(bucket) {
+	if !bucketRE().MatchString(bucket) {
 		return Ref{}, fmt.Errorf("%w: %q: bucket %q may hold only lower-case letters, digits, '.', '-' and '_'", ErrBadRef, s, bucket)
 	}
 	prefix = strings.TrimLeft(prefix, "/")

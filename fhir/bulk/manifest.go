@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ehrport/ehrport/fhir"
@@ -138,7 +139,10 @@ type wireManifest struct {
 
 // fhirInstant is the FHIR R4 instant regex: time.Parse alone accepts
 // one-digit hours and year 0000, which FHIR does not.
-var fhirInstant = regexp.MustCompile(`^([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))$`)
+// Compiled on first use: package init runs before every command.
+var fhirInstant = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))$`)
+})
 
 // ParseManifest parses and validates a manifest. src names where the bytes
 // came from (a URL or a file path) and appears in every error, which wraps
@@ -161,7 +165,7 @@ func ParseManifest(src string, data []byte) (*Manifest, error) {
 	if w.TransactionTime == "" {
 		return nil, bad("transactionTime is missing")
 	}
-	if _, err := time.Parse(time.RFC3339Nano, w.TransactionTime); err != nil || !fhirInstant.MatchString(w.TransactionTime) {
+	if _, err := time.Parse(time.RFC3339Nano, w.TransactionTime); err != nil || !fhirInstant().MatchString(w.TransactionTime) {
 		return nil, bad("transactionTime %q is not a FHIR instant", w.TransactionTime)
 	}
 	if w.RequiresAccessToken == nil {

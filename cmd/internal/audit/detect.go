@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math"
 	"regexp"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -29,7 +30,8 @@ func (c Content) Plaintext() bool {
 	return c != ContentUnknown && c != ContentEmpty
 }
 
-var fhirMarker = regexp.MustCompile(`"resourceType"\s*:\s*"[A-Z][A-Za-z]+"`)
+// Compiled on first use: package init runs before every command.
+var fhirMarker = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`"resourceType"\s*:\s*"[A-Z][A-Za-z]+"`) })
 
 // classify recognises common plaintext formats by their signatures, then
 // falls back to entropy: encrypted or well-compressed data is close to 8
@@ -51,7 +53,7 @@ func classify(head []byte) Content {
 	trimmed := bytes.TrimLeft(bytes.TrimPrefix(head, []byte("\xef\xbb\xbf")), " \t\r\n")
 	// JSON must also read as text: ciphertext starts with '{' one time in 256.
 	if len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') && isText(head) {
-		if fhirMarker.Match(head) {
+		if fhirMarker().Match(head) {
 			return ContentFHIR
 		}
 		return ContentJSON
@@ -111,26 +113,32 @@ func highEntropy(n int) float64 {
 // metadata and tags. Deliberately narrow: a false alarm on a valid export
 // costs an auditor's trust as much as a miss.
 var (
-	ssnPattern    = regexp.MustCompile(`\b\d{3}-\d{2}-\d{4}\b`)
-	emailPattern  = regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}`)
-	digestPattern = regexp.MustCompile(`\b(?:[0-9a-fA-F]{64}|[0-9a-fA-F]{40}|[0-9a-fA-F]{32})\b`)
-	fhirRefLike   = regexp.MustCompile(`\b(?:Patient|Practitioner|RelatedPerson|Person)/[A-Za-z0-9\-.]{1,64}\b`)
-	nameLike      = regexp.MustCompile(`(?i)\b(?:birth|dob|mrn|ssn|given|family|surname|patient[-_ ]?name)\b`)
+	ssnPattern    = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\b\d{3}-\d{2}-\d{4}\b`) })
+	emailPattern  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}`) })
+	digestPattern = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`\b(?:[0-9a-fA-F]{64}|[0-9a-fA-F]{40}|[0-9a-fA-F]{32})\b`)
+	})
+	fhirRefLike = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`\b(?:Patient|Practitioner|RelatedPerson|Person)/[A-Za-z0-9\-.]{1,64}\b`)
+	})
+	nameLike = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`(?i)\b(?:birth|dob|mrn|ssn|given|family|surname|patient[-_ ]?name)\b`)
+	})
 )
 
 // sensitive returns a short reason when s looks like patient data or a
 // plaintext digest, or "".
 func sensitive(s string, checkDigests bool) string {
 	switch {
-	case ssnPattern.MatchString(s):
+	case ssnPattern().MatchString(s):
 		return "looks like a social security number"
-	case emailPattern.MatchString(s):
+	case emailPattern().MatchString(s):
 		return "looks like an e-mail address"
-	case fhirRefLike.MatchString(s):
+	case fhirRefLike().MatchString(s):
 		return "names a person resource (Type/id)"
-	case nameLike.MatchString(s):
+	case nameLike().MatchString(s):
 		return "names a patient attribute"
-	case checkDigests && digestPattern.MatchString(s):
+	case checkDigests && digestPattern().MatchString(s):
 		return "looks like a hash, which could be a plaintext digest"
 	}
 	return ""

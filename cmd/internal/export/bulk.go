@@ -76,7 +76,7 @@ func (e *exporter) walkBulk(c *fhir.Checker) error {
 		if !ok {
 			nth[f.Kind]++
 			name = fmt.Sprintf("bulk %s %d", f.Kind, nth[f.Kind])
-			if typeRE.MatchString(f.Type) { // server text: only a type name is printed
+			if typeRE().MatchString(f.Type) { // server text: only a type name is printed
 				name += " (" + f.Type + ")"
 			}
 			names[f.URL] = name

@@ -304,7 +304,7 @@ func (o *Options) defaults() error {
 		}
 		o.ExportID = "e-" + o.Now().UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
 	}
-	if !exportIDRE.MatchString(o.ExportID) {
+	if !exportIDRE().MatchString(o.ExportID) {
 		return fmt.Errorf("%w: export id %q: use 1..128 of A-Z a-z 0-9 . _ -", fhir.ErrBadInput, o.ExportID)
 	}
 	return nil
@@ -427,7 +427,7 @@ func (e *exporter) handle(it *fhir.Item, act fhir.Action) error {
 		}
 		tb, id := e.peek.peek(it.Raw)
 		typ := e.typeName(tb)
-		if !typeRE.MatchString(typ) {
+		if !typeRE().MatchString(typ) {
 			return fmt.Errorf("%w: %s: resourceType %q cannot name an object", fhir.ErrBadInput, it.Pos, typ)
 		}
 		p, err := e.partFor(KindData, typ, int64(len(it.Raw))+1)

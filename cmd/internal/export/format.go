@@ -21,6 +21,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -183,8 +184,9 @@ type Stats struct {
 }
 
 var (
-	typeRE     = regexp.MustCompile(`^[A-Z][A-Za-z]{0,63}$`)
-	exportIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
+	// Compiled on first use: package init runs before every command.
+	typeRE     = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Z][A-Za-z]{0,63}$`) })
+	exportIDRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`) })
 )
 
 // PartPath returns the binding path of part seq of a stream:
@@ -224,7 +226,7 @@ func layoutKind(key string) (string, bool) {
 		}
 	}
 	typ, seq, ok := strings.Cut(base, ".")
-	if !ok || len(seq) < 3 || (stream != "" && typ != stream) || (stream == "" && !typeRE.MatchString(typ)) {
+	if !ok || len(seq) < 3 || (stream != "" && typ != stream) || (stream == "" && !typeRE().MatchString(typ)) {
 		return "", false
 	}
 	for _, c := range seq {

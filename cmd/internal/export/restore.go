@@ -88,7 +88,7 @@ func ParseManifest(mb []byte) (*Manifest, error) {
 	if x.FormatVersion != FormatVersion {
 		return nil, fmt.Errorf("%w: %s has export format version %d; this ehrport reads version %d", ehrcrypto.ErrPolicy, ManifestKey, x.FormatVersion, FormatVersion)
 	}
-	if !exportIDRE.MatchString(x.ExportID) {
+	if !exportIDRE().MatchString(x.ExportID) {
 		return nil, fmt.Errorf("%w: %s: bad export id", ehrcrypto.ErrCorrupt, ManifestKey)
 	}
 	seen := map[string]bool{}

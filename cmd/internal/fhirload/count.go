@@ -12,7 +12,7 @@ import (
 // Count asks the server how many resources of typ it holds:
 // GET [base]/typ?_summary=count, whose Bundle.total is the answer.
 func (c *Client) Count(ctx context.Context, typ string) (int64, error) {
-	if !typeRE.MatchString(typ) {
+	if !typeRE().MatchString(typ) {
 		return 0, fmt.Errorf("%w: %q is not a FHIR type name", ErrRefused, typ)
 	}
 	b, err := c.do(ctx, http.MethodGet, typ+"?_summary=count", nil, "search "+typ+"?_summary=count")

@@ -19,8 +19,9 @@ import (
 
 // FHIR R4's rules for a resource type name and an id (which end up in a URL).
 var (
-	typeRE = regexp.MustCompile(`^[A-Z][A-Za-z]{1,63}$`)
-	idRE   = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
+	// Compiled on first use: package init runs before every command.
+	typeRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Z][A-Za-z]{1,63}$`) })
+	idRE   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`) })
 )
 
 // Stats are what a load sent and what the server accepted.
@@ -125,10 +126,10 @@ func (l *Load) Add(source string, r io.Reader) error {
 		if err := json.Unmarshal(raw, &h); err != nil {
 			return fmt.Errorf("%w: %s line %d: not a JSON resource: %v", fhir.ErrBadInput, source, line, err)
 		}
-		if !typeRE.MatchString(h.ResourceType) {
+		if !typeRE().MatchString(h.ResourceType) {
 			return fmt.Errorf("%w: %s line %d: resourceType %q is not a FHIR type name", fhir.ErrBadInput, source, line, h.ResourceType)
 		}
-		if h.ID != nil && !idRE.MatchString(*h.ID) {
+		if h.ID != nil && !idRE().MatchString(*h.ID) {
 			return fmt.Errorf("%w: %s line %d: id %q is not a FHIR id", fhir.ErrBadInput, source, line, *h.ID)
 		}
 		ref := h.ResourceType

@@ -8,13 +8,14 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // HTML renders the report as one self-contained page: inline CSS and SVG,
 // no script, no external reference of any kind.
 func HTML(r *Report) ([]byte, error) {
 	var buf bytes.Buffer
-	if err := page.Execute(&buf, newView(r)); err != nil {
+	if err := page().Execute(&buf, newView(r)); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
@@ -200,13 +201,16 @@ func seconds(s float64) string {
 	return fmt.Sprintf("%dh%02dm", int(s)/3600, (int(s)%3600)/60)
 }
 
-var page = template.Must(template.New("report").Funcs(template.FuncMap{
-	"seconds": seconds,
-	"bytes":   storage.FormatSize,
-	"join":    strings.Join,
-	"f2":      func(f float64) string { return fmt.Sprintf("%.2f", f) },
-	"f1":      func(f float64) string { return fmt.Sprintf("%.1f", f) },
-}).Parse(pageHTML))
+// page is parsed on first use: package init runs before every command.
+var page = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("report").Funcs(template.FuncMap{
+		"seconds": seconds,
+		"bytes":   storage.FormatSize,
+		"join":    strings.Join,
+		"f2":      func(f float64) string { return fmt.Sprintf("%.2f", f) },
+		"f1":      func(f float64) string { return fmt.Sprintf("%.1f", f) },
+	}).Parse(pageHTML))
+})
 
 const pageHTML = `<!DOCTYPE html>
 <html lang="en">
