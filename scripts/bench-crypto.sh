@@ -76,7 +76,7 @@ fi
 
 # Part 2: the commands on one file.
 BIN="$W/ehrport"
-go build -o "$BIN" ./cmd/ehrport
+build_ehrport "$BIN"
 export EHRPORT_PASSPHRASE="bench passphrase $$"
 "$BIN" keys init --keys "$W/keys" >/dev/null
 age-keygen -o "$W/age.key" 2>/dev/null

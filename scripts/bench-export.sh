@@ -70,7 +70,7 @@ trap 'exit 130' INT TERM
 log "run $RUN, work folder $W, $ROUNDS rounds, targets: $TARGETS"
 
 EHR="$W/ehrport" # a private build: a concurrent rebuild of bin/ehrport cannot change it mid-run
-go build -o "$EHR" ./cmd/ehrport
+build_ehrport "$EHR"
 export EHRPORT_PASSPHRASE="bench passphrase $$"
 "$EHR" keys init --keys "$W/keys" >/dev/null 2>&1
 age-keygen -o "$W/age.key" 2>/dev/null

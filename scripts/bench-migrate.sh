@@ -82,7 +82,7 @@ log "run $RUN, work folder $W, $ROUNDS rounds, sets: $SETS"
 # ehrport itself: built from the tree into the work folder, so a concurrent
 # rebuild of bin/ehrport cannot change it mid-run.
 EHR="$W/ehrport"
-go build -o "$EHR" ./cmd/ehrport
+build_ehrport "$EHR"
 
 # rclone: remotes from RCLONE_CONFIG_<NAME>_* variables; the CA by --ca-cert.
 # It fails when AWS_CA_BUNDLE is set, so it always runs under env -u.

@@ -55,7 +55,7 @@ if [[ ${BENCH_SCALE_REDRAW:-0} != 1 ]]; then
 	log "work folder $W, bucket $BUCKET on both clouds, sizes ${SIZES[*]}, $ROUNDS rounds"
 
 	EHR="$W/ehrport"
-	go build -o "$EHR" ./cmd/ehrport
+	build_ehrport "$EHR"
 	export EHRPORT_PASSPHRASE="bench passphrase $$"
 	"$EHR" keys init --keys "$W/keys" >/dev/null 2>&1
 	bench_mc "$W"

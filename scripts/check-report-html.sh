@@ -7,6 +7,8 @@
 # small drill first (bin/ehrport, built if missing) in a temporary folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 if ! command -v chromium >/dev/null; then
 	echo "check-report-html: installing chromium" >&2
 	apt-get install -y chromium >/dev/null
@@ -14,7 +16,7 @@ fi
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
 page=${1:-}
 if [ -z "$page" ]; then
-	[ -x bin/ehrport ] || go build -o bin/ehrport ./cmd/ehrport
+	[ -x bin/ehrport ] || build_ehrport bin/ehrport
 	(cd "$T" && "$OLDPWD/bin/ehrport" --quiet drill --patients 20 --report rep >/dev/null)
 	page=$T/rep/report.html
 fi

@@ -34,6 +34,13 @@ since() {
 	printf '%d.%ds' $((ms / 1000)) $((ms % 1000 / 100))
 }
 
+# build_ehrport OUT builds the ehrport binary as `make build` does: static,
+# without urfave/cli's docs generators, so that the benchmarks time the
+# binary a release ships.
+build_ehrport() {
+	(cd "$EHRPORT_ROOT" && CGO_ENABLED=0 go build -tags urfave_cli_no_docs -o "$1" ./cmd/ehrport)
+}
+
 # require CMD... fails early, with the apt package hint, when a tool is missing.
 require() {
 	local c
