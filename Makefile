@@ -17,12 +17,10 @@ WITH_FHIRSERVER := set -a && source .cache/fhirserver/env && set +a &&
 
 .PHONY: build test test-unit test-integration check bench bench-quick demo testbed-up testbed-down fuzz fuzz-short clean fhirserver-up
 
-# The release build is static and leaves out urfave/cli's man and Markdown
-# generators (never used): the process then starts in about 45 ms instead of
-# 60 (no dynamic loader or glibc threads, no blackfriday init), which is 3% of
-# a 1 GiB encrypt. scripts/lib.sh's build_ehrport builds the same way.
+# The release build (scripts/lib.sh's build_ehrport, which the benchmarks
+# use too): static and without urfave/cli's docs generators.
 build:
-	CGO_ENABLED=0 $(GO) build -tags urfave_cli_no_docs -o $(BIN) ./cmd/ehrport
+	source scripts/lib.sh && GO=$(GO) build_ehrport $(BIN)
 
 # Unit tests first (no servers), a short pass of every fuzz target, then the
 # real clouds, then the tests that use them, one package at a time: fault
