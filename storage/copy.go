@@ -22,14 +22,17 @@ import (
 //
 //   - The manifest is the authority. opts.Size and opts.SHA256 say what the
 //     object must be. An object up to opts.BufferMax is read whole and
-//     checked before dst.Put is called at all. A larger one is hashed as it
-//     streams, and its last byte is held back until the whole object has
-//     been read and its SHA-256 compared. Either way a source that serves
-//     other bytes (or more, or fewer) makes the copy fail before the
-//     destination can commit it, so nothing becomes visible. The error is
-//     ErrIntegrity and names the source key.
+//     checked before dst.Put is called at all. A larger one streams with its
+//     last byte held back until the whole object has been read, its length
+//     checked and its SHA-256 compared: by the client, or, when the
+//     destination was seen to verify checksums and gets the object in one
+//     request, by the destination, before it stores anything
+//     (serverChecksContent). Either way a source that serves other bytes
+//     (or more, or fewer) makes the copy fail before the destination can
+//     commit it, so nothing becomes visible. The error is ErrIntegrity and
+//     names the source key.
 //   - The destination is sent the expected SHA-256 (x-amz-checksum-sha256).
-//     A server that verifies checksums rejects bytes damaged on the way.
+//     A server that verifies checksums rejects bytes that differ from it.
 //   - Every copy is then proven at the destination (see Prove): by the
 //     server's verification when opts.TrustServerChecksum says the store
 //     was seen to reject wrong checksums, otherwise by reading it back. A
@@ -141,7 +144,8 @@ type CopyOptions struct {
 	BufferMax int64
 	// SinglePutMax: objects up to this size go to dst in one request
 	// (PutOptions.OneRequest), so the destination verifies the whole
-	// object's SHA-256 and the client hashes every byte once; larger ones
+	// object's SHA-256 (and, when trusted, is the only one to hash it:
+	// serverChecksContent); larger ones
 	// go in dst's parts, each hashed for its own checksum. 0 means
 	// DefaultSinglePutMax; negative means parts for everything larger than
 	// dst's part size.
@@ -149,8 +153,8 @@ type CopyOptions struct {
 }
 
 // DefaultSinglePutMax is the largest object copied with one PUT by
-// default: S3's limit. On the 2-core test bed one PUT costs the client one
-// SHA-256 pass per byte instead of two and no part buffers; see
+// default: S3's limit. On the 2-core test bed one PUT costs the client no
+// part buffers and, to a trusted destination, no SHA-256 pass; see
 // docs/copy.md for the measurements and for when parts are better.
 const DefaultSinglePutMax = MaxSinglePut
 
@@ -382,7 +386,11 @@ func copyOnce(ctx context.Context, src, dst Store, key string, o CopyOptions) er
 		defer rc.Close()
 		body = o.Limiter.Reader(ctx, rc)
 	}
-	v := &verifyingReader{r: body, left: o.Size, want: o.SHA256, h: sha256.New()}
+	serverChecks := o.serverChecksContent()
+	v := &verifyingReader{r: body, left: o.Size, want: o.SHA256}
+	if !serverChecks {
+		v.h = sha256.New()
+	}
 	if o.Size == 0 {
 		// An empty Put may never read its body: verify first.
 		if _, err := v.Read(make([]byte, 1)); err != io.EOF {
@@ -392,7 +400,7 @@ func copyOnce(ctx context.Context, src, dst Store, key string, o CopyOptions) er
 			return err
 		}
 	}
-	err := dst.Put(ctx, o.DstKey, v, o.Size, PutOptions{SHA256: o.SHA256, Verified: true, OneRequest: o.Size <= o.SinglePutMax})
+	err := dst.Put(ctx, o.DstKey, v, o.Size, PutOptions{SHA256: o.SHA256, Verified: !serverChecks, OneRequest: o.Size <= o.SinglePutMax})
 	if verr := v.verdict(); verr != nil {
 		if err == nil {
 			// A store that commits without reading the whole body breaks
@@ -402,7 +410,27 @@ func copyOnce(ctx context.Context, src, dst Store, key string, o CopyOptions) er
 		// Held-back last byte: the Put saw a short body and committed nothing.
 		return srcErr(fmt.Errorf("%w; nothing was written to %s", verr, dst.Location()))
 	}
+	if serverChecks && errors.Is(err, ErrIntegrity) {
+		// The destination's check is the content check here: say which
+		// object failed it and what that means.
+		return srcErr(fmt.Errorf("the bytes read from the source do not match the manifest's SHA-256 (the source object differs from the export, or was damaged on the way), and %s refused them; nothing was written: %w", dst.Location(), err))
+	}
 	return err
+}
+
+// serverChecksContent says whether the destination, not the client,
+// compares a streamed copy's content with the manifest's SHA-256: when the
+// store was seen to verify checksums (TrustServerChecksum) and the object
+// goes in one request, whose whole SHA-256 the server then checks before it
+// stores anything. Hashing it here as well would check the same bytes
+// against the same value a second time, at a fifth of the client's CPU on
+// large objects (docs/copy.md). In parts the server checks only each part,
+// so the client hashes the whole object; on other stores the client's hash
+// is the check. The length and the end of the source are checked either way.
+func (o CopyOptions) serverChecksContent() bool {
+	// An empty object is checked before its Put (which may never read a
+	// body), and hashing nothing costs nothing.
+	return o.TrustServerChecksum && o.Size > 0 && o.Size <= min(o.SinglePutMax, MaxSinglePut)
 }
 
 // copyBuffered copies an object of at most o.BufferMax bytes by reading it
@@ -456,6 +484,9 @@ type verifyingReader struct {
 	r    io.Reader
 	left int64
 	want []byte
+	// h hashes the bytes for comparison with want. nil: the destination
+	// checks the content (serverChecksContent); the length and the end of
+	// r are still checked here.
 	h    hash.Hash
 	read int64
 	done bool  // the last byte was released
@@ -493,7 +524,9 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 	}
 	if v.left > 1 {
 		n, err := v.r.Read(p[:min(int64(len(p)), v.left-1)])
-		v.h.Write(p[:n])
+		if v.h != nil {
+			v.h.Write(p[:n])
+		}
 		v.left -= int64(n)
 		v.read += int64(n)
 		if err == io.EOF {
@@ -514,7 +547,9 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 			v.fail = err
 			return 0, err
 		}
-		v.h.Write(last[:])
+		if v.h != nil {
+			v.h.Write(last[:])
+		}
 		v.left, v.read = 0, v.read+1
 	}
 	// The source must end here.
@@ -532,8 +567,10 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	if got := v.h.Sum(nil); !bytes.Equal(got, v.want) {
-		return 0, v.mismatch("the source's %d bytes have SHA-256 %x; the manifest says %x", v.read, got, v.want)
+	if v.h != nil {
+		if got := v.h.Sum(nil); !bytes.Equal(got, v.want) {
+			return 0, v.mismatch("the source's %d bytes have SHA-256 %x; the manifest says %x", v.read, got, v.want)
+		}
 	}
 	if v.read == 0 {
 		v.done = true

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 
@@ -251,22 +252,31 @@ func TestIntegrationCopyOneRequestWholeSHA(t *testing.T) {
 }
 
 // A source object that differs from its manifest entry is refused and the
-// destination stays empty, on real servers, for both paths.
+// destination stays empty, on real servers, in both directions and for
+// every path: read whole and checked by the client (20 KiB), streamed in
+// one PUT and checked by the trusted server (40 MiB), streamed in parts and
+// checked by the client before Complete (40 MiB, SinglePutMax -1).
 func TestIntegrationCopySourceMismatch(t *testing.T) {
 	cfg := testbedConfig(t)
 	run := "copy-mismatch-" + randomHex(4) + "/"
-	a := cloudStore(t, cfg, "clouda", run+"src")
-	b := cloudStore(t, cfg, "cloudb", run+"dst")
-	for _, n := range []int64{20 << 10, 40 << 20} {
-		e := seed(t, a, []int64{n}, fmt.Sprintf("m%d/", n))[0]
-		wrong := bytes.Clone(e.sum)
-		wrong[0] ^= 1
-		_, err := storage.Copy(context.Background(), a, b, e.key, storage.CopyOptions{Size: n, SHA256: wrong, TrustServerChecksum: true})
-		if !errors.Is(err, storage.ErrIntegrity) {
-			t.Fatalf("%d bytes, wrong manifest SHA-256: %v", n, err)
+	for _, dir := range [][2]string{{"clouda", "cloudb"}, {"cloudb", "clouda"}} {
+		a := cloudStore(t, cfg, dir[0], run+dir[0]+"-src")
+		b := cloudStore(t, cfg, dir[1], run+dir[1]+"-dst")
+		if !verifies(t, b) {
+			t.Fatalf("%s does not verify checksums: this test needs a trusted destination", dir[1])
 		}
-		if _, err := b.Stat(context.Background(), e.key); !errors.Is(err, storage.ErrNotExist) {
-			t.Fatalf("%d bytes: destination holds the refused object (stat %v)", n, err)
+		for _, tc := range []struct{ n, single int64 }{{20 << 10, 0}, {40 << 20, 0}, {40 << 20, -1}} {
+			e := seed(t, a, []int64{tc.n}, fmt.Sprintf("m%d-%d/", tc.n, -tc.single))[0]
+			wrong := bytes.Clone(e.sum)
+			wrong[0] ^= 1
+			_, err := storage.Copy(context.Background(), a, b, e.key, storage.CopyOptions{Size: tc.n, SHA256: wrong, TrustServerChecksum: true, SinglePutMax: tc.single, Retry: noRetry})
+			if !errors.Is(err, storage.ErrIntegrity) || !strings.Contains(err.Error(), e.key) || !strings.Contains(err.Error(), "nothing was written") {
+				t.Fatalf("%s → %s, %d bytes (single-put max %d), wrong manifest SHA-256: %v, want ErrIntegrity naming the key and saying nothing was written", dir[0], dir[1], tc.n, tc.single, err)
+			}
+			t.Logf("%s → %s, %d bytes (single-put max %d): %v", dir[0], dir[1], tc.n, tc.single, err)
+			if _, err := b.Stat(context.Background(), e.key); !errors.Is(err, storage.ErrNotExist) {
+				t.Fatalf("%s, %d bytes: destination holds the refused object (stat %v)", dir[1], tc.n, err)
+			}
 		}
 	}
 }

@@ -111,7 +111,9 @@ func TestCopyBadOptions(t *testing.T) {
 
 // A source that serves other bytes than the manifest says (changed,
 // truncated or extended) fails with ErrIntegrity before anything becomes
-// visible at the destination, for both the single-stream and ranged paths.
+// visible at the destination, for both the single-stream and ranged paths,
+// whether the client or the (trusted) destination compares the content: a
+// LocalStore checks the SHA-256 its Put is given, as a verifying server does.
 func TestCopySourceMismatchLeavesNothing(t *testing.T) {
 	ctx := context.Background()
 	good := randomBytes(5, 4*testPart+7)
@@ -132,22 +134,27 @@ func TestCopySourceMismatchLeavesNothing(t *testing.T) {
 	} {
 		for _, m := range []struct {
 			part, bufMax int64
+			trust        bool
 		}{
-			{testPart, 0},      // ranged
-			{1 << 30, 0},       // single stream (the object is over DefaultBufferMax)
-			{1 << 30, 1 << 20}, // read whole, checked before any Put
+			{testPart, 0, false},      // ranged
+			{1 << 30, 0, false},       // single stream (the object is over DefaultBufferMax)
+			{1 << 30, 1 << 20, false}, // read whole, checked before any Put
+			{testPart, 0, true},       // the destination compares the content
+			{1 << 30, 0, true},
+			{1 << 30, 1 << 20, true},
 		} {
-			t.Run(fmt.Sprintf("%s/part%d/buffer%d", tc.name, m.part, m.bufMax), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s/part%d/buffer%d/trust=%v", tc.name, m.part, m.bufMax, m.trust), func(t *testing.T) {
 				src, dst := localStore(t), &countingStore{Store: localStore(t)}
 				putLocal(t, src, "obj", tc.served)
 				_, err := storage.Copy(ctx, src, dst, "obj", storage.CopyOptions{
 					Size: int64(len(good)), SHA256: sum[:], PartSize: m.part, BufferMax: m.bufMax, Retry: noRetry,
+					TrustServerChecksum: m.trust,
 				})
 				if !errors.Is(err, storage.ErrIntegrity) {
 					t.Fatalf("copy of a wrong source: %v, want ErrIntegrity", err)
 				}
-				if !strings.Contains(err.Error(), "obj") {
-					t.Errorf("error does not name the key: %v", err)
+				if !strings.Contains(err.Error(), "obj") || !strings.Contains(err.Error(), "nothing was written") {
+					t.Errorf("error does not name the key or say that nothing was written: %v", err)
 				}
 				if keys := keysOf(t, dst); len(keys) != 0 {
 					t.Fatalf("destination holds %q after a rejected copy", keys)

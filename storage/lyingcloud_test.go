@@ -227,3 +227,51 @@ func TestLyingCloudSourceMismatchNeverCommitted(t *testing.T) {
 		}
 	}
 }
+
+// Trust set on a cloud that verifies nothing, and a source that serves
+// other bytes of the right length. A copy that goes in one PUT leaves the
+// content check to the trusted server (the client does not hash it a second
+// time), so the lying cloud commits it and the copy reports the server's
+// proof: the other half of why trust must come from Check. In parts the
+// server checks only each part, so the client still compares the whole
+// object and nothing is committed; a wrong length is caught by the client
+// either way.
+func TestLyingCloudTrustedCopyLeavesContentToServer(t *testing.T) {
+	const part = 5 << 20
+	liar := lyingCloud(t, part)
+	src := localStore(t)
+	ctx := context.Background()
+	n := int64(12 << 20)
+	good := randomBytes(21, n)
+	sum := sha256.Sum256(good)
+	flipped := bytes.Clone(good)
+	flipped[n/2] ^= 1
+	for _, tc := range []struct {
+		name      string
+		served    []byte
+		single    int64
+		committed bool
+	}{
+		{"content/one-put", flipped, 0, true},
+		{"content/parts", flipped, -1, false},
+		{"short/one-put", good[:n-1], 0, false},
+		{"long/one-put", append(bytes.Clone(good), 'x'), 0, false},
+	} {
+		key := "trusted/" + tc.name
+		putLocal(t, src, key, tc.served)
+		res, err := storage.Copy(ctx, src, liar, key, storage.CopyOptions{Size: n, SHA256: sum[:], PartSize: part, Retry: noRetry, SinglePutMax: tc.single, TrustServerChecksum: true})
+		_, serr := liar.Stat(ctx, key)
+		if tc.committed {
+			if err != nil || res.Proof != storage.ProofServerChecksum || serr != nil {
+				t.Fatalf("%s: %+v, %v (stat %v): want the wrong bytes committed on the trusted server's word", tc.name, res, err, serr)
+			}
+			continue
+		}
+		if !errors.Is(err, storage.ErrIntegrity) || !strings.Contains(err.Error(), key) {
+			t.Fatalf("%s: %v, want ErrIntegrity naming the key", tc.name, err)
+		}
+		if !errors.Is(serr, storage.ErrNotExist) {
+			t.Fatalf("%s: the lying cloud committed the object (stat %v)", tc.name, serr)
+		}
+	}
+}

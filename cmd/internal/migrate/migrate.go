@@ -1,7 +1,8 @@
 // Package migrate copies an export from one store to another without ever
 // decrypting it, and proves every object arrived: the plan is the source's
-// manifest, every object is hashed while it streams and proven at the
-// target (by a server that verifies checksums, or by reading it back), and
+// manifest, every object is checked against it while it streams (by a
+// target that verifies checksums, or by ehrport's own hash) and proven at
+// the target (by that server's verification, or by reading it back), and
 // the manifest is written at the target last, only once every object it
 // lists is there. Rerunning the same migration skips what is already proven
 // and finishes the rest; nothing at the target is ever deleted.
