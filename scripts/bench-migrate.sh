@@ -530,4 +530,5 @@ else
 	{ echo "# Benchmarks"; echo; cat "$W/section.md"; } >"$W/B.md"
 fi
 cp "$W/B.md" "$B"
+bench_summary
 log "wrote docs/BENCHMARKS.md and docs/benchmarks.json; done in $(since "$T_START")"

@@ -141,7 +141,7 @@ bench_summary() {
 	{
 		echo "## Summary"
 		echo
-		echo "Every comparison in [docs/benchmarks.json](benchmarks.json), as last recorded by the section that measured it (its date, machine, commands and spread are there). Ratio: ehrport over the peer, medians of per-round ratios; \`better\` says which direction is good. Regenerated from the JSON by \`scripts/bench-export.sh\`, \`bench-scale.sh\` and \`bench-micro.sh\` on $(date -u +%F)."
+		echo "Every comparison in [docs/benchmarks.json](benchmarks.json), as last recorded by the section that measured it (its date, machine, commands and spread are there). Ratio: ehrport over the peer, medians of per-round ratios; \`better\` says which direction is good. Regenerated from the JSON by every \`scripts/bench-*.sh\` that records, on $(date -u +%F)."
 		echo
 		echo "Peak RSS entries compare with the issue's limit (64 MB for a 1 GiB file, 256 MB for every other run), not with a peer: the peers' peaks in the same runs are listed beside the limit, and some are lower (age is a small single-purpose program). \"ehrport ahead\" means a ratio on the good side of 1 (as rounded here); the issues ask more of some (2x age for encryption, 1.5x the best peer for small-object migration), and each section's Targets says whether that is met."
 		echo
