@@ -452,7 +452,8 @@ func firstLine(err error) string {
 // can be proven by the server's verification instead of a read-back. The
 // canary is refused by an honest server and never stored; a server that
 // stores it anyway gets it deleted again. A folder store hashes every Put
-// with a known SHA-256 before committing it, so it counts as verifying.
+// with a known SHA-256 before committing it (unless the caller marks the
+// body Verified and checks it itself), so it counts as verifying.
 func VerifiesChecksums(ctx context.Context, st Store) (bool, error) {
 	s, ok := st.(*S3Store)
 	if !ok {

@@ -1,10 +1,14 @@
 package storage_test
 
 import (
+	"crypto/sha256"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/ehrport/ehrport/storage"
 	"github.com/ehrport/ehrport/storage/storetest"
@@ -54,5 +58,36 @@ func TestLocalKeysCannotEscape(t *testing.T) {
 		if err := st.Put(t.Context(), k, strings.NewReader("x"), 1, storage.PutOptions{}); err == nil {
 			t.Errorf("put %q succeeded", k)
 		}
+	}
+}
+
+// A Verified body is the caller's to check (storage.Copy fails its last
+// read on a mismatch), so the folder does not hash it again; without
+// Verified the folder compares SHA256 itself and keeps nothing on a
+// mismatch. Either way a body that fails its read leaves nothing.
+func TestLocalPutVerified(t *testing.T) {
+	dir := t.TempDir()
+	st, _ := storage.NewLocalStore(dir)
+	body := "exact bytes"
+	wrong := sha256.Sum256([]byte("other bytes"))
+	if err := st.Put(t.Context(), "unverified", strings.NewReader(body), int64(len(body)), storage.PutOptions{SHA256: wrong[:]}); !errors.Is(err, storage.ErrIntegrity) {
+		t.Fatalf("unverified put with a wrong SHA-256: %v, want ErrIntegrity", err)
+	}
+	if err := st.Put(t.Context(), "verified", strings.NewReader(body), int64(len(body)), storage.PutOptions{SHA256: wrong[:], Verified: true}); err != nil {
+		t.Fatalf("verified put: %v (the caller checks a Verified body; the folder must not hash it again)", err)
+	}
+	failing := io.MultiReader(strings.NewReader(body[:5]), iotest.ErrReader(storage.ErrIntegrity))
+	if err := st.Put(t.Context(), "failed", failing, int64(len(body)), storage.PutOptions{SHA256: wrong[:], Verified: true}); !errors.Is(err, storage.ErrIntegrity) {
+		t.Fatalf("verified put whose body fails: %v, want its error", err)
+	}
+	var left []string
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			left = append(left, filepath.Base(p))
+		}
+		return nil
+	})
+	if len(left) != 1 || left[0] != "verified" {
+		t.Fatalf("folder holds %q, want only \"verified\"", left)
 	}
 }

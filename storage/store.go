@@ -82,8 +82,9 @@ type PutOptions struct {
 	SHA256 []byte
 	// Verified says the caller hashes the body itself and makes it fail
 	// before its last byte unless it matches SHA256 (storage.Copy does), so
-	// the store need not hash the whole object again: it still sends
-	// SHA256 (and per-part checksums) for the server to verify.
+	// the store need not hash the whole object again: an S3 store still
+	// sends SHA256 (and per-part checksums) for the server to verify; a
+	// folder store does not hash it.
 	Verified bool
 	// OneRequest asks for the body in one request even when it is larger
 	// than the store's part size, up to what one request may carry (S3:
