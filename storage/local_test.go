@@ -28,12 +28,22 @@ func TestLocalNoTempFilesLeft(t *testing.T) {
 	dir := t.TempDir()
 	st, _ := storage.NewLocalStore(dir)
 	_ = st.Put(t.Context(), "a/b", strings.NewReader("short"), 10, storage.PutOptions{})
+	for _, p := range filesUnder(dir) {
+		t.Errorf("failed put left %s", p)
+	}
+}
+
+// filesUnder lists every file below dir, temporary ones included (a
+// store's List hides those).
+func filesUnder(dir string) []string {
+	var files []string
 	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err == nil && !fi.IsDir() {
-			t.Errorf("failed put left %s", p)
+			files = append(files, p)
 		}
 		return nil
 	})
+	return files
 }
 
 func TestLocalFileModes(t *testing.T) {
@@ -80,14 +90,8 @@ func TestLocalPutVerified(t *testing.T) {
 	if err := st.Put(t.Context(), "failed", failing, int64(len(body)), storage.PutOptions{SHA256: wrong[:], Verified: true}); !errors.Is(err, storage.ErrIntegrity) {
 		t.Fatalf("verified put whose body fails: %v, want its error", err)
 	}
-	var left []string
-	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			left = append(left, filepath.Base(p))
-		}
-		return nil
-	})
-	if len(left) != 1 || left[0] != "verified" {
+	left := filesUnder(dir)
+	if len(left) != 1 || filepath.Base(left[0]) != "verified" {
 		t.Fatalf("folder holds %q, want only \"verified\"", left)
 	}
 }

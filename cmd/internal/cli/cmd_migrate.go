@@ -23,13 +23,13 @@ func migrateCommand() *cli.Command {
 Copies every object the source's manifest lists, streaming from store to
 store (no local disk, no keys, no decryption). Each object's size and
 SHA-256 are checked against the manifest before the target may commit it,
-and it is then proven at the target: by the server's own SHA-256 check where
-a one-request probe shows the target rejects wrong checksums (such a target
-alone hashes the large objects it gets in one PUT), otherwise by ehrport's hash in
-flight and a read-back.
-ETags are never used. The manifest is written at the target last, only when
-every object is there. Rerunning the same command skips what is already
-proven and finishes the rest. Nothing at the target is ever deleted.
+and it is then proven at the target: by the server's own SHA-256 check
+where a one-request probe shows the target rejects wrong checksums (such a
+target alone hashes the large objects it gets in one PUT), otherwise by
+ehrport's hash in flight and a read-back. ETags are never used. The
+manifest is written at the target last, only when every object is there.
+Rerunning the same command skips what is already proven and finishes the
+rest. Nothing at the target is ever deleted.
 
 Exits 0 when the target holds the whole export (or this shard's part of it),
 1 when objects are missing at the source or failed their proof, 4 when a
