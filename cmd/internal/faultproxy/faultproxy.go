@@ -259,6 +259,15 @@ func (l *link) pipe(dst, src net.Conn, dir Direction) {
 			chunk := buf[:k]
 			if breakAt >= 0 && n+int64(k) >= breakAt {
 				chunk = buf[:breakAt-n]
+				if l.fault.Break == Stall {
+					// Stalled before the last bytes go out: a heal (Set)
+					// that follows their arrival must find the link
+					// stalled, or it would be missed and the stall last
+					// for ever.
+					l.mu.Lock()
+					l.isStall = true
+					l.mu.Unlock()
+				}
 				if len(chunk) > 0 {
 					if _, werr := dst.Write(chunk); werr != nil {
 						l.close(false)
@@ -299,8 +308,8 @@ func (l *link) inject() {
 	case Truncate:
 		l.close(false)
 	case Stall:
+		// pipe marked the link stalled before the last bytes went out.
 		l.mu.Lock()
-		l.isStall = true
 		end := l.stallEnd
 		l.mu.Unlock()
 		// Hold the connection: stop reading in this direction until a side
