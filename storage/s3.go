@@ -97,25 +97,11 @@ func NewS3Store(sc *StoreConfig, bucket, prefix string) (*S3Store, error) {
 		}
 		tlsCfg.RootCAs = pool
 	}
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	idle := time.Duration(sc.IdleTimeout)
 	if idle <= 0 {
 		idle = DefaultIdleTimeout
 	}
-	transport := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           idleDialer(dialer, idle),
-		TLSClientConfig:       tlsCfg,
-		TLSHandshakeTimeout:   10 * time.Second,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   128,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: idle, // the silence after a request went out in full (see idleConn)
-		ExpectContinueTimeout: time.Second,
-		// Objects are ciphertext: compression would cost CPU for nothing,
-		// and transparent decompression would hide the stored bytes.
-		DisableCompression: true,
-	}
+	rt := newTransport(tlsCfg, idle)
 	var creds *credentials.Credentials
 	if sc.AccessKey != "" {
 		creds = credentials.NewStaticV4(sc.AccessKey, sc.SecretKey.Reveal(), sc.SessionToken.Reveal())
@@ -138,7 +124,7 @@ func NewS3Store(sc *StoreConfig, bucket, prefix string) (*S3Store, error) {
 	client, err := minio.New(u.Host, &minio.Options{
 		Creds:        creds,
 		Secure:       u.Scheme == "https",
-		Transport:    transport,
+		Transport:    rt,
 		Region:       sc.Region,
 		BucketLookup: lookup,
 		MaxRetries:   s3MaxRetries,
