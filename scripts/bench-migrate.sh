@@ -477,7 +477,7 @@ versions() {
 	echo
 	echo '```sh'
 	echo '# migration, A -> B'
-	echo 'bin/ehrport --json migrate --from clouda:SRC --to cloudb:DST            # full proof of every object (defaults: --concurrency 8 --parallel 1 --large-in-flight 2 --part-size 16MiB --single-put-max 5GiB)'
+	echo 'bin/ehrport --json migrate --from clouda:SRC --to cloudb:DST            # full proof of every object (defaults: --concurrency 16 --parallel 1 --large-in-flight 2 --part-size 16MiB --single-put-max 5GiB)'
 	echo 'env -u AWS_CA_BUNDLE rclone --ca-cert CA --s3-no-check-bucket copy bencha:SRC benchb:DST --transfers 32 --checkers 32              # small'
 	echo 'env -u AWS_CA_BUNDLE rclone --ca-cert CA --s3-no-check-bucket copy bencha:SRC benchb:DST --s3-chunk-size 16M --s3-upload-concurrency 8  # large'
 	echo 'mc mirror --quiet bencha/SRC benchb/DST                                   # MC_HOST_* aliases, CA in MC_CONFIG_DIR/certs/CAs'

@@ -44,7 +44,7 @@ Examples:
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "from", Usage: "the export to copy, `REF`", Required: true},
 			&cli.StringFlag{Name: "to", Usage: "where to copy it, `REF`", Required: true},
-			&cli.IntFlag{Name: "concurrency", Value: 8, Usage: "objects copied at once"},
+			&cli.IntFlag{Name: "concurrency", Value: migrate.DefaultConcurrency, Usage: "objects copied at once"},
 			&cli.IntFlag{Name: "parallel", Value: 1, Usage: "ranges of one large object read at once (1: one streamed GET)"},
 			&cli.IntFlag{Name: "large-in-flight", Value: 2, Usage: "objects over the part size copied at once (each buffers parallel × part size when parallel > 1, plus 5 parts above 5 GiB)"},
 			&cli.StringFlag{Name: "part-size", Value: "16MiB", Usage: "range `SIZE` for large objects"},
