@@ -483,7 +483,7 @@ versions() {
 	echo 'mc mirror --quiet bencha/SRC benchb/DST                                   # MC_HOST_* aliases, CA in MC_CONFIG_DIR/certs/CAs'
 	echo 's5cmd --endpoint-url A cp "s3://SRC/*" LOCALDIR/ && s5cmd --endpoint-url B cp "LOCALDIR/*" s3://DST/   # AWS_CA_BUNDLE; LOCALDIR on the local disk (TMPDIR)'
 	echo '# verification of ehrport'"'"'s copy against the source'
-	echo 'bin/ehrport verify --json --at cloudb:DST --against clouda:SRC           # default --concurrency 4; both sides read at once'
+	echo 'bin/ehrport verify --json --at cloudb:DST --against clouda:SRC           # default --concurrency 16; both sides read at once'
 	echo 'env -u AWS_CA_BUNDLE rclone --ca-cert CA check --download bencha:SRC benchb:DST [--checkers 32 for small]'
 	echo '```'
 	echo

@@ -24,6 +24,7 @@ const (
 // copy here matched the manifest.
 type refComparer struct {
 	cancel context.CancelFunc
+	chunk  int // the size of the buffers read into
 	chunks chan []byte // filled, in order; closed at the end
 	free   chan []byte
 	err    error // how the reading ended (io.EOF when clean); set before chunks closes
@@ -36,7 +37,11 @@ type refComparer struct {
 // longer object) from st.
 func compareReference(ctx context.Context, st storage.Store, key string, size int64) *refComparer {
 	ctx, cancel := context.WithCancel(ctx)
-	r := &refComparer{cancel: cancel, chunks: make(chan []byte, refAhead), free: make(chan []byte, refAhead+2)}
+	// A small object needs one buffer of its own size (one byte more, to
+	// see the end): a whole chunk for each of thousands of small objects
+	// was most of what verify --against allocated, and the GC's work.
+	chunk := int(min(size+1, refChunk))
+	r := &refComparer{cancel: cancel, chunk: chunk, chunks: make(chan []byte, refAhead), free: make(chan []byte, refAhead+2)}
 	go r.read(ctx, st, key, size)
 	return r
 }
@@ -55,7 +60,7 @@ func (r *refComparer) read(ctx context.Context, st storage.Store, key string, si
 		select {
 		case buf = <-r.free:
 		default:
-			buf = make([]byte, refChunk)
+			buf = make([]byte, r.chunk)
 		}
 		n, err := io.ReadFull(body, buf)
 		if n > 0 {

@@ -1,8 +1,10 @@
 package verify
 
 import (
+	"bytes"
 	"context"
 	"io"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -73,5 +75,42 @@ func TestVerifyReadsWholeRecords(t *testing.T) {
 				t.Errorf("%s (%d bytes) at the %s: %d Reads, want at most %d", k, n, side, s.reads[k], want)
 			}
 		}
+	}
+}
+
+// A small reference object is read into a buffer of its own size, not a
+// whole refChunk: with thousands of small objects, those chunks were most
+// of what verify --against allocated.
+func TestCompareReferenceSmallObjectAllocation(t *testing.T) {
+	st, err := storage.NewLocalStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := make([]byte, 20000)
+	for i := range obj {
+		obj[i] = byte(i)
+	}
+	ctx := context.Background()
+	if err := st.Put(ctx, "small.ehr", bytes.NewReader(obj), int64(len(obj)), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	compare := func() {
+		r := compareReference(ctx, st, "small.ehr", int64(len(obj)))
+		r.Write(obj)
+		if !r.same() {
+			t.Fatal("the reference differs from its own bytes")
+		}
+		r.close()
+	}
+	compare() // the folder store's first use
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const rounds = 20
+	for range rounds {
+		compare()
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / rounds; per > 3*uint64(len(obj)) {
+		t.Fatalf("comparing a %d-byte object allocated %d bytes", len(obj), per)
 	}
 }
