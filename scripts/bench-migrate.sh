@@ -378,8 +378,12 @@ for set in $SETS; do
 				--argjson e "$em" --argjson p "$mr" --argjson ratio "$rm" \
 				'def r2: . * 100 | round / 100; {name: $name, unit: $unit, ehrport: ($e | r2), peer_name: $peer, peer: ($p | r2), ratio: ($ratio | r2), better: "higher"}' >>"$ENTRIES"
 			RSS_PEERS+=("$label" "$ms")
-			if [[ $op == migrate ]] && awk -v a="$mr" -v b="${BEST[$set]:-0}" 'BEGIN {exit !(a > b)}'; then
-				BEST[$set]=$mr
+			# The target's "best peer" is the one ehrport leads by least (the
+			# lowest median of per-round ratios), so that a target met is
+			# met against every peer; two peers of nearly equal rate would
+			# otherwise let the noise pick the easier comparison.
+			if [[ $op == migrate ]] && { [[ -z "${BEST[$set]:-}" ]] || awk -v a="$rm" -v b="${BEST[$set]}" 'BEGIN {exit !(a < b)}'; }; then
+				BEST[$set]=$rm
 				BEST[$set.name]=$tool
 			fi
 		done
@@ -397,10 +401,10 @@ for set in $SETS; do
 	b=${BEST[$set.name]}
 	read -r rm rmin rmax < <(ratios "$set" migrate "$b" | stat3)
 	if [[ $set == small ]]; then
-		printf -- '- Migration, small objects, at least the best peer (%s): %.2fx (%.2f-%.2f): %s. Issue 7 asks for 1.5x the best peer: %s.\n' \
+		printf -- '- Migration, small objects, at least the best peer (%s, the peer ehrport leads by least): %.2fx (%.2f-%.2f): %s. Issue 7 asks for 1.5x the best peer: %s.\n' \
 			"$b" "$rm" "$rmin" "$rmax" "$(verdict "$rm" 1)" "$(verdict "$rm" 1.5)" >>"$TARGETS"
 	else
-		printf -- '- Migration, large objects, at least the best peer (%s): %.2fx (%.2f-%.2f): %s.\n' "$b" "$rm" "$rmin" "$rmax" "$(verdict "$rm" 1)" >>"$TARGETS"
+		printf -- '- Migration, large objects, at least the best peer (%s, the peer ehrport leads by least): %.2fx (%.2f-%.2f): %s.\n' "$b" "$rm" "$rmin" "$rmax" "$(verdict "$rm" 1)" >>"$TARGETS"
 	fi
 	read -r rm rmin rmax < <(ratios "$set" verify rclone | stat3)
 	printf -- '- Verification, %s objects, at least 1x `rclone check --download`: %.2fx (%.2f-%.2f): %s.\n' "$set" "$rm" "$rmin" "$rmax" "$(verdict "$rm" 1)" >>"$TARGETS"
