@@ -543,8 +543,9 @@ func idleDialer(d *net.Dialer, idle time.Duration) func(ctx context.Context, net
 // write clears the read deadline: while a request goes out, the server owes
 // nothing, and the client may be pacing the body (waiting on a slow
 // source), so only a blocked write counts. The wait for the response
-// headers is bounded by the transport's ResponseHeaderTimeout (the same
-// idle), and every read of a body sets the deadline again. The timeout is
+// headers is a read like any other under syncTransport (and bounded by
+// ResponseHeaderTimeout, the same idle, under its net/http fallback), and
+// every read of a body sets the deadline again. The timeout is
 // a net.Error, which the store reports as ErrUnavailable: retried like a
 // reset.
 type idleConn struct {
