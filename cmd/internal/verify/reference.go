@@ -24,7 +24,7 @@ const (
 // copy here matched the manifest.
 type refComparer struct {
 	cancel context.CancelFunc
-	chunk  int // the size of the buffers read into
+	chunk  int         // the size of the buffers read into
 	chunks chan []byte // filled, in order; closed at the end
 	free   chan []byte
 	err    error // how the reading ended (io.EOF when clean); set before chunks closes
