@@ -199,14 +199,7 @@ type TLSInfo struct {
 // certificate's SHA-256, verified against the store's CA bundle exactly as
 // requests will be. An unreachable endpoint is an error.
 func (s *S3Store) TLSInfo(ctx context.Context) (TLSInfo, error) {
-	host := s.endpoint.Host
-	if s.endpoint.Port() == "" {
-		if s.endpoint.Scheme == "https" {
-			host = net.JoinHostPort(host, "443")
-		} else {
-			host = net.JoinHostPort(host, "80")
-		}
-	}
+	host := canonicalAddr(s.endpoint)
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if s.endpoint.Scheme != "https" {

@@ -142,9 +142,8 @@ func (t *syncTransport) handles(req *http.Request) bool {
 }
 
 // roundTripOn sends req on c and reads the response's headers. retry says
-// that c was a pooled connection that failed before any byte of a
-// response arrived and before the request's body was read, so sending the
-// request again is safe.
+// that c was a pooled connection the server had closed (nothing of a
+// response arrived) and req is replayable, so sending it again is safe.
 func (t *syncTransport) roundTripOn(ctx context.Context, c *syncConn, req *http.Request, reused bool) (*http.Response, error, bool) {
 	// A cancelled context closes the connection, which ends any read or
 	// write in progress; the caller then sees ctx's error.
@@ -445,11 +444,15 @@ func isReset(err error) bool {
 	return errors.As(err, &op) && !op.Timeout()
 }
 
-// canonicalAddr is u's host:port, with the scheme's default port.
+// canonicalAddr is u's host:port, with the scheme's default port. It is
+// computed for every request, so it allocates nothing beyond the result.
 func canonicalAddr(u *url.URL) string {
 	port := u.Port()
 	if port == "" {
-		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
 	}
 	return net.JoinHostPort(u.Hostname(), port)
 }

@@ -527,3 +527,21 @@ func (r *recordingRT) RoundTrip(*http.Request) (*http.Response, error) {
 	r.n++
 	return nil, errRecorded
 }
+
+func TestCanonicalAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://s3.example":       "s3.example:443",
+		"http://s3.example":        "s3.example:80",
+		"https://s3.example:9000":  "s3.example:9000",
+		"https://[::1]/bucket":     "[::1]:443",
+		"http://127.0.0.1:29154/b": "127.0.0.1:29154",
+	} {
+		u, err := url.Parse(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := canonicalAddr(u); got != want {
+			t.Errorf("canonicalAddr(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
