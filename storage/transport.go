@@ -181,7 +181,7 @@ func (t *syncTransport) roundTripOn(ctx context.Context, c *syncConn, req *http.
 		if errors.As(werr, &ne) && ne.Timeout() {
 			return nil, fail(werr), false
 		}
-		if resp, rerr := t.readResponse(c, req); rerr == nil {
+		if resp, rerr := t.readResponse(c, req); rerr == nil && ctx.Err() == nil {
 			resp.Close = true
 			t.bindBody(ctx, c, req, resp, stop)
 			return resp, nil, false
@@ -189,6 +189,13 @@ func (t *syncTransport) roundTripOn(ctx context.Context, c *syncConn, req *http.
 		return nil, fail(werr), reused && replayable(req) && isConnClosed(werr) && ctx.Err() == nil
 	}
 	resp, rerr := t.readResponse(c, req)
+	if rerr == nil && ctx.Err() != nil {
+		// Cancelled while the answer arrived: closing the connection sends
+		// TLS's close_notify first, and a server may answer that before the
+		// socket closes. The caller asked to stop; it gets ctx's error, as
+		// from net/http.
+		rerr = ctx.Err()
+	}
 	if rerr != nil {
 		// Nothing arrived on a pooled connection: the server had closed it
 		// before it read the request, so it did nothing with it.
