@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Measures `ehrport migrate` against rclone copy, mc mirror and s5cmd, and
+# Measures `ehrport migrate` against rclone copy, rclone crypt (small set
+# only, as issue 7 lists it), mc mirror and s5cmd, and
 # `ehrport verify --against` against `rclone check --download`, on the same
 # data in the same run, cloud A (MinIO) -> cloud B (versitygw) of the test bed.
 #
@@ -10,6 +11,10 @@
 #          plus an UNSIGNED manifest.json made here (there is no signing
 #          command; verify then reports exactly one finding, "unsigned",
 #          which this script accepts and nothing else)
+# rclone crypt gets the small set's objects stored once through a crypt
+# remote on cloud A, and copies them to a crypt remote on cloud B with the
+# same password: rclone decrypts and re-encrypts at the client, as between
+# any two crypt remotes (copying the raw ciphertext is the plain rclone row).
 # Each round copies each set with every tool into a fresh prefix of a fresh
 # bucket on cloud B, the tools in a rotating order (round 1 starts with
 # ehrport, round 2 with rclone, ...), then verifies ehrport's copy with both
@@ -43,7 +48,10 @@ LARGE_MIB=${BENCH_LARGE_MIB:-256}
 LARGE_N=${BENCH_LARGE_N:-4}
 RECORD=${BENCH_RECORD:-1}
 TMO=${BENCH_TIMEOUT:-600}
-TOOLS=(ehrport rclone mc s5cmd)
+# The tools of each set, in the order of round 1.
+tools_of() {
+	if [[ $1 == small ]]; then echo ehrport rclone rclone-crypt mc s5cmd; else echo ehrport rclone mc s5cmd; fi
+}
 T_START=$(now_ms)
 # What ehrport is measured: the commit, and whether the tree had changes.
 REV=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
@@ -98,6 +106,13 @@ export RCLONE_CONFIG_BENCHB_ACCESS_KEY_ID="$EHRPORT_STORE_CLOUDB_ACCESS_KEY"
 export RCLONE_CONFIG_BENCHB_SECRET_ACCESS_KEY="$EHRPORT_STORE_CLOUDB_SECRET_KEY"
 export RCLONE_CONFIG_BENCHB_REGION="$EHRPORT_STORE_CLOUDB_REGION"
 RCLONE=(env -u AWS_CA_BUNDLE rclone --ca-cert "$CA" --s3-no-check-bucket)
+# rclone crypt: a crypt remote over each cloud, one password for both,
+# obscured by rclone from stdin; cryptB's remote (the target prefix) is set
+# per run.
+CRYPT_PASSWORD=$(rclone obscure - <<<"$(head -c 24 /dev/urandom | base64)")
+export RCLONE_CONFIG_CRYPTA_TYPE=crypt RCLONE_CONFIG_CRYPTA_REMOTE="bencha:$SRC_BUCKET/small-rclone-crypt"
+export RCLONE_CONFIG_CRYPTB_TYPE=crypt
+export RCLONE_CONFIG_CRYPTA_PASSWORD="$CRYPT_PASSWORD" RCLONE_CONFIG_CRYPTB_PASSWORD="$CRYPT_PASSWORD"
 
 # mc: aliases from MC_HOST_<alias>; the CA in a private config folder (no --insecure).
 export MC_CONFIG_DIR="$W/mc"
@@ -146,6 +161,9 @@ make_small() {
 	"$EHR" testdata generate -q --patients "$SMALL_PATIENTS" --out "$W/gen" >/dev/null
 	"$EHR" export -q --from "$W/gen" --to "clouda:$SRC_BUCKET/small" --keys "$W/keys" --split-bytes 20KiB >/dev/null
 	rm -rf "$W/gen"
+	# rclone crypt's source: the same objects, stored through cryptA.
+	"${RCLONE[@]}" copy "bencha:$SRC_BUCKET/small" cryptA: --transfers 32 --checkers 32 2>"$W/err" ||
+		die "storing the small set through rclone crypt failed: $(tail -n 3 "$W/err")"
 	log "small set: exported in $(since "$t0")"
 }
 make_large() {
@@ -250,6 +268,9 @@ migrate_one() { # SET TOOL ROUND
 			timed "$set" migrate "$tool" "$r" "${RCLONE[@]}" copy "bencha:$src" "benchb:$DST_BUCKET/$dst" --s3-chunk-size 16M --s3-upload-concurrency 8
 		fi
 		;;
+	rclone-crypt)
+		timed "$set" migrate "$tool" "$r" env RCLONE_CONFIG_CRYPTB_REMOTE="benchb:$DST_BUCKET/$dst" "${RCLONE[@]}" copy cryptA: cryptB: --transfers 32 --checkers 32
+		;;
 	mc) timed "$set" migrate "$tool" "$r" mc mirror --quiet "bencha/$src" "benchb/$DST_BUCKET/$dst" ;;
 	s5cmd)
 		rm -rf "$W/s5" && mkdir -p "$W/s5"
@@ -294,6 +315,7 @@ verify_one() { # SET TOOL ROUND: both verify ehrport's copy against the source
 # ---------------------------------------------------------------- rounds
 
 for set in $SETS; do
+	read -r -a TOOLS <<<"$(tools_of "$set")"
 	for ((r = 1; r <= ROUNDS; r++)); do
 		order=()
 		for ((i = 0; i < ${#TOOLS[@]}; i++)); do order+=("${TOOLS[$(((r - 1 + i) % ${#TOOLS[@]}))]}"); done
@@ -356,7 +378,7 @@ declare -A BEST
 for set in $SETS; do
 	u=$(unit_of "$set")
 	for op in migrate verify; do
-		if [[ $op == migrate ]]; then tools=("${TOOLS[@]}"); else tools=(ehrport rclone); fi
+		if [[ $op == migrate ]]; then read -r -a tools <<<"$(tools_of "$set")"; else tools=(ehrport rclone); fi
 		RSS_PEERS=()
 		for tool in "${tools[@]}"; do
 			mr=$(med_rate "$set" "$op" "$tool")
@@ -472,6 +494,7 @@ versions() {
 	for set in $SETS; do
 		if [[ $set == small ]]; then
 			echo "- small: \`ehrport testdata generate --patients $SMALL_PATIENTS\` exported with \`ehrport export --keys DIR --split-bytes 20KiB\`: a real signed export of ${N[small]} encrypted objects, ${BYTES[small]} bytes (~20 KB each), plus manifest.json and manifest.json.sig."
+			echo "- small, for rclone crypt: the same objects (and manifest files), stored once with \`rclone copy bencha:SRC cryptA:\` through a crypt remote on cloud A (rclone's default XSalsa20-Poly1305 content and name encryption), about 0.2% larger. Each round copies them from cryptA: to a crypt remote on cloud B with the same password, so rclone decrypts and re-encrypts every object at the client, as it does between any two crypt remotes; copying the ciphertext as it is, without keys, is the plain rclone row."
 		else
 			echo "- large: $LARGE_N objects of $LARGE_MIB MiB of random bytes, each encrypted with \`ehrport encrypt --recipient hpke.pub.json --binding Binary.NNN.ndjson\`, ${BYTES[large]} bytes, with a manifest.json written by the script. It is **unsigned** (ehrport has no command that signs a hand-made manifest), so \`ehrport verify\` reports one finding, \`unsigned\`, and exits 1; the script counts that run as passed only when that is the only kind of finding and the comparison ran. The work is the same as for a signed export, less one signature check."
 		fi
@@ -484,6 +507,7 @@ versions() {
 	echo 'bin/ehrport --json migrate --from clouda:SRC --to cloudb:DST            # full proof of every object (defaults: --concurrency 16 --parallel 1 --large-in-flight 2 --part-size 16MiB --single-put-max 5GiB)'
 	echo 'env -u AWS_CA_BUNDLE rclone --ca-cert CA --s3-no-check-bucket copy bencha:SRC benchb:DST --transfers 32 --checkers 32              # small'
 	echo 'env -u AWS_CA_BUNDLE rclone --ca-cert CA --s3-no-check-bucket copy bencha:SRC benchb:DST --s3-chunk-size 16M --s3-upload-concurrency 8  # large'
+	echo 'env RCLONE_CONFIG_CRYPTB_REMOTE=benchb:DST rclone ... copy cryptA: cryptB: --transfers 32 --checkers 32   # small; crypt remotes over A and B, one password'
 	echo 'mc mirror --quiet bencha/SRC benchb/DST                                   # MC_HOST_* aliases, CA in MC_CONFIG_DIR/certs/CAs'
 	echo 's5cmd --endpoint-url A cp "s3://SRC/*" LOCALDIR/ && s5cmd --endpoint-url B cp "LOCALDIR/*" s3://DST/   # AWS_CA_BUNDLE; LOCALDIR on the local disk (TMPDIR)'
 	echo '# verification of ehrport'"'"'s copy against the source'
