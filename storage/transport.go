@@ -181,21 +181,14 @@ func (t *syncTransport) roundTripOn(ctx context.Context, c *syncConn, req *http.
 		if errors.As(werr, &ne) && ne.Timeout() {
 			return nil, fail(werr), false
 		}
-		if resp, rerr := t.readResponse(c, req); rerr == nil && ctx.Err() == nil {
+		if resp, rerr := t.readResponse(ctx, c, req); rerr == nil {
 			resp.Close = true
 			t.bindBody(ctx, c, req, resp, stop)
 			return resp, nil, false
 		}
 		return nil, fail(werr), reused && replayable(req) && isConnClosed(werr) && ctx.Err() == nil
 	}
-	resp, rerr := t.readResponse(c, req)
-	if rerr == nil && ctx.Err() != nil {
-		// Cancelled while the answer arrived: closing the connection sends
-		// TLS's close_notify first, and a server may answer that before the
-		// socket closes. The caller asked to stop; it gets ctx's error, as
-		// from net/http.
-		rerr = ctx.Err()
-	}
+	resp, rerr := t.readResponse(ctx, c, req)
 	if rerr != nil {
 		// Nothing arrived on a pooled connection: the server had closed it
 		// before it read the request, so it did nothing with it.
@@ -207,11 +200,17 @@ func (t *syncTransport) roundTripOn(ctx context.Context, c *syncConn, req *http.
 }
 
 // readResponse reads the response to req, skipping informational (1xx)
-// responses other than 101.
-func (t *syncTransport) readResponse(c *syncConn, req *http.Request) (*http.Response, error) {
+// responses other than 101. A response that arrives after ctx ended is
+// dropped for ctx's error, as net/http does: closing the connection sends
+// TLS's close_notify first, and a server may answer that before the socket
+// closes, but the caller asked to stop.
+func (t *syncTransport) readResponse(ctx context.Context, c *syncConn, req *http.Request) (*http.Response, error) {
 	for {
 		resp, err := http.ReadResponse(c.br, req)
 		if err != nil {
+			return nil, err
+		}
+		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
