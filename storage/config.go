@@ -63,9 +63,9 @@ type StoreConfig struct {
 	Endpoint string `toml:"endpoint" json:"endpoint,omitempty"`
 	Region   string `toml:"region" json:"region,omitempty"`
 	// AccessKey and SecretKey, when both empty, come from the standard AWS
-	// environment variables or shared credentials file. Neither is ever
-	// serialized: `stores list` shows the key id masked, like a secret's
-	// whereabouts, since listings get pasted into tickets and logs.
+	// environment variables or shared credentials file. None of the three
+	// credentials is ever serialized: `stores list` shows only a masked key
+	// id, since listings get pasted into tickets and logs.
 	AccessKey    string `toml:"access_key" json:"-"`
 	SecretKey    Secret `toml:"secret_key" json:"-"`
 	SessionToken Secret `toml:"session_token" json:"-"`
